@@ -1,0 +1,38 @@
+"""tfssvae: semi-supervised and disentangled deep generative models in TensorFlow/Keras."""
+import setuptools
+
+setuptools.setup(
+    name="tfssvae",
+    version="0.1.0",
+    description=(
+        "Semi-supervised and disentangled VAEs (M1/M2, partially-specified graphical "
+        "models, ML-VAE, CascadeVAE) for TensorFlow 2 and Keras 3."
+    ),
+    packages=setuptools.find_packages(include=["tfssvae", "tfssvae.*", "binaries"]),
+    python_requires=">=3.10",
+    # TF 2.18 with its matching TFP (0.25) and tf-keras; TFP needs tf-keras installed
+    # to import even though every model here is Keras 3.  tensorflow-metadata 1.18+
+    # needs protobuf 6, which TF 2.18 does not allow, so it is held back.
+    install_requires=[
+        "tensorflow>=2.18,<2.19",
+        "tf-keras>=2.18,<2.19",
+        "tensorflow-probability[tf]==0.25.0",
+        "keras>=3.6,<3.13",
+        "tensorflow-datasets==4.9.7",
+        "tensorflow-metadata<1.18",
+        "networkx>=3.0",
+        "absl-py>=1.0",
+        "scikit-learn>=1.3",
+        "numpy",
+        "pillow",
+        "tqdm",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={
+        "console_scripts": [
+            "tfssvae-train=binaries.train:run",
+            "tfssvae-evaluate=binaries.evaluate:run",
+            "tfssvae-export=binaries.export:run",
+        ]
+    },
+)
