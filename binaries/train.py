@@ -1,0 +1,68 @@
+r"""Trains a tfssvae model, prints its test error and exports a SavedModel.
+
+  python -m binaries.train --model=m2 --dataset=digits --num_labels=100 --epochs=60
+  tfssvae-train --model=m1m2 --dataset=idx:/usr/share/datasets/fashion-mnist --num_labels=100
+
+Rerunning the same command resumes from the last checkpoint in --model_dir.
+"""
+import dataclasses
+import sys
+
+from absl import app, flags
+
+from tfssvae import experiment, models
+
+_DEFAULTS = experiment.Settings()
+
+flags.DEFINE_string("model", _DEFAULTS.model, f"Model family to train: one of {sorted(models.MODELS)}.")
+flags.DEFINE_string(
+    "dataset", _DEFAULTS.dataset,
+    "Data source: 'digits' (embedded), 'idx:/path/to/mnist-format-dir' or 'tfds:<name>'.",
+)
+flags.DEFINE_string("data_dir", None, "TFDS data directory for 'tfds:' sources.")
+flags.DEFINE_integer("num_labels", _DEFAULTS.num_labels, "Labelled training examples, balanced over classes.")
+flags.DEFINE_integer("validation_size", _DEFAULTS.validation_size,
+                     "Held-out training examples for validation; -1: a tenth, at most 5,000.")
+flags.DEFINE_integer("epochs", _DEFAULTS.epochs, "Passes over the training images.")
+flags.DEFINE_integer("m1_epochs", _DEFAULTS.m1_epochs, "M1+M2 only: epochs of the M1 stage.")
+flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size, "Examples per batch, labelled ones included.")
+flags.DEFINE_integer("labelled_batch_size", _DEFAULTS.labelled_batch_size,
+                     "Labelled examples per batch; -1: half the batch, at most num_labels.")
+flags.DEFINE_float("learning_rate", _DEFAULTS.learning_rate, "Adam learning rate.")
+flags.DEFINE_float("alpha", _DEFAULTS.alpha,
+                   "Weight of log q(y|x) on labelled data, scaled by N_total / N_labelled.")
+flags.DEFINE_integer("latent_dim", _DEFAULTS.latent_dim, "Size of the continuous latent.")
+flags.DEFINE_list("hidden_units", [str(h) for h in _DEFAULTS.hidden_units], "Hidden layer widths.")
+flags.DEFINE_string("activation", _DEFAULTS.activation, "Hidden activation.")
+flags.DEFINE_enum("likelihood", _DEFAULTS.likelihood, ["bernoulli", "gaussian"], "Pixel likelihood.")
+flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of the label split, batch order and initialisation.")
+flags.DEFINE_bool("jit_compile", _DEFAULTS.jit_compile, "Compile the training step with XLA.")
+flags.DEFINE_integer("checkpoint_every", _DEFAULTS.checkpoint_every, "Steps between checkpoints.")
+flags.DEFINE_string("model_dir", None,
+                    "Checkpoints, TensorBoard and metrics.json; default runs/<model>_<dataset>_<labels>labels_seed<seed>.")
+flags.DEFINE_string("export_dir", _DEFAULTS.export_dir, "SavedModels go to <export_dir>/<model>/<version>.")
+flags.DEFINE_bool("export", _DEFAULTS.export, "Export a SavedModel at the end.")
+flags.DEFINE_integer("verbose", _DEFAULTS.verbose, "0: quiet, 1: progress bars.")
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    values = {field.name: FLAGS[field.name].value for field in dataclasses.fields(experiment.Settings)}
+    values["hidden_units"] = tuple(int(h) for h in values["hidden_units"])
+    try:
+        experiment.run(experiment.Settings(**values))
+    except ValueError as error:
+        # Bad flags or bad data: say what is wrong, without a traceback.
+        print(f"tfssvae-train: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,196 @@
+"""M1, M2, M1+M2: the enumerated bound against an explicit per-class loop, Keras integration, bad input."""
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfssvae import models, objectives
+
+SHAPE = (8, 8, 1)
+K = 10
+
+
+def tiny_m2(**kwargs):
+    keras.utils.set_random_seed(1)
+    return models.M2(SHAPE, K, latent_dim=3, hidden_units=(16,), **kwargs)
+
+
+def random_batch(n=6, labelled=(True, True, False, False, True, False), seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        "x": tf.constant(rng.uniform(size=(n, *SHAPE)).astype("float32")),
+        "y": tf.constant(rng.integers(0, K, size=n).astype("int32")),
+        "y_mask": tf.constant(labelled),
+    }
+
+
+def normal_kl_to_standard(mean, scale):
+    """Closed form KL(N(mean, scale^2) || N(0, 1)), summed over the last axis."""
+    return np.sum(0.5 * (mean**2 + scale**2 - 1.0) - np.log(scale), axis=-1)
+
+
+def per_class_loop_bounds(model, x, noise):
+    """L(x, y=k) computed one class at a time, the way the paper writes it."""
+    columns = []
+    for k in range(K):
+        y = tf.one_hot(tf.fill([x.shape[0]], k), K)
+        q = model.q_z(x, y)
+        mean, scale = q.mean().numpy(), q.stddev().numpy()
+        z = mean + scale * noise[:, k]
+        log_px = model.p_x(y, tf.constant(z, tf.float32)).log_prob(x).numpy()
+        columns.append(log_px - math.log(K) - normal_kl_to_standard(mean, scale))
+    return np.stack(columns, axis=1)
+
+
+def test_enumerated_unlabelled_bound_equals_per_class_loop():
+    model = tiny_m2(alpha=0.0)
+    batch = random_batch(labelled=(False,) * 6)
+    noise = np.random.default_rng(3).standard_normal((6, K, 3)).astype("float32")
+
+    loop = per_class_loop_bounds(model, batch["x"], noise)
+    q_y = tf.nn.softmax(model.classifier(batch["x"])).numpy()
+    unlabelled_loop = np.sum(q_y * loop, axis=1) - np.sum(q_y * np.log(q_y), axis=1)
+
+    losses, _ = model.compute_losses(batch, noise=tf.constant(noise))
+    # With alpha = 0 the loss is exactly -mean U(x).
+    np.testing.assert_allclose(losses["loss"].numpy(), -unlabelled_loop.mean(), rtol=1e-5)
+    np.testing.assert_allclose(
+        losses["reconstruction"] + losses["kl_z"] + losses["kl_y"], losses["loss"], rtol=1e-5
+    )
+
+
+def test_labelled_bound_picks_the_observed_class():
+    model = tiny_m2(alpha=0.0)
+    batch = random_batch(labelled=(True,) * 6)
+    noise = np.random.default_rng(4).standard_normal((6, K, 3)).astype("float32")
+    loop = per_class_loop_bounds(model, batch["x"], noise)
+    expected = -loop[np.arange(6), batch["y"].numpy()].mean()
+    losses, _ = model.compute_losses(batch, noise=tf.constant(noise))
+    np.testing.assert_allclose(losses["loss"].numpy(), expected, rtol=1e-5)
+
+
+def test_classification_weight_is_alpha_times_total_over_labelled():
+    model = tiny_m2(alpha=0.1, num_examples=50_000, num_labelled=100)
+    assert model.classification_weight == pytest.approx(50.0)
+    batch = random_batch()
+    noise = tf.zeros((6, K, 3))
+    with_classification, _ = model.compute_losses(batch, noise=noise)
+    expected = -objectives.masked_mean(tf.zeros(6), batch["y_mask"])  # 0, keeps masked_mean honest
+    assert float(expected) == 0.0
+    logits = model.classifier(batch["x"])
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=batch["y"], logits=logits).numpy()
+    labelled_ce = ce[batch["y_mask"].numpy()].mean()
+    np.testing.assert_allclose(with_classification["classification"], labelled_ce, rtol=1e-5)
+    model.classification_weight = 0.0
+    without, _ = model.compute_losses(batch, noise=noise)
+    np.testing.assert_allclose(
+        with_classification["loss"] - without["loss"], 50.0 * labelled_ce, rtol=1e-4
+    )
+
+
+def test_unobserved_labels_do_not_matter():
+    model = tiny_m2()
+    batch = random_batch()
+    noise = tf.constant(np.random.default_rng(5).standard_normal((6, K, 3)).astype("float32"))
+    other = dict(batch, y=tf.where(batch["y_mask"], batch["y"], (batch["y"] + 3) % K))
+    a, _ = model.compute_losses(batch, noise=noise)
+    b, _ = model.compute_losses(other, noise=noise)
+    np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["m1", "m2", "m1m2"])
+def test_keras_fit_trains_and_the_loss_falls(name):
+    keras.utils.set_random_seed(0)
+    model_class = models.model_class(name)
+    if name == "m1m2":
+        model = model_class(SHAPE, K, m1_latent_dim=4, m2_latent_dim=3, hidden_units=(32,))
+        model.freeze_m1()
+    else:
+        model = model_class(SHAPE, K, latent_dim=3, hidden_units=(32,))
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    batch = random_batch(n=32, labelled=(True,) * 16 + (False,) * 16)
+    dataset = tf.data.Dataset.from_tensors(batch).repeat(40)
+    history = model.fit(dataset, epochs=1, verbose=0)
+    first, _ = model.compute_losses(batch)
+    history = model.fit(dataset, epochs=2, verbose=0)
+    assert history.history["loss"][-1] < float(first["loss"])
+    assert set(model.loss_names) <= set(history.history)
+
+
+def test_m1m2_trains_only_m2():
+    keras.utils.set_random_seed(0)
+    model = models.M1M2(SHAPE, K, m1_latent_dim=4, m2_latent_dim=3, hidden_units=(16,))
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    model.build_variables()
+    model.freeze_m1()
+    m1_before = [w.numpy().copy() for w in model.m1.weights]
+    m2_before = [w.numpy().copy() for w in model.m2.trainable_weights]
+    model.fit(tf.data.Dataset.from_tensors(random_batch()).repeat(3), epochs=1, verbose=0)
+    assert all(np.array_equal(a, w.numpy()) for a, w in zip(m1_before, model.m1.weights))
+    assert any(not np.array_equal(a, w.numpy()) for a, w in zip(m2_before, model.m2.trainable_weights))
+
+
+def test_classifier_and_encoder_drop_into_a_users_functional_model():
+    model = tiny_m2()
+    images = keras.Input(SHAPE)
+    probabilities = keras.layers.Softmax()(model.classifier(images))
+    user_model = keras.Model(images, probabilities)
+    user_model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    batch = random_batch(n=16, labelled=(True,) * 16)
+    before = [w.numpy().copy() for w in model.classifier.weights]
+    user_model.fit(batch["x"], batch["y"], epochs=2, verbose=0)
+    # The user's model trained the very layers M2 uses for q(y | x).
+    assert any(not np.array_equal(a, w.numpy()) for a, w in zip(before, model.classifier.weights))
+
+    m1 = models.M1(SHAPE, K, latent_dim=3, hidden_units=(16,))
+    features = m1.encoder(images)
+    head = keras.layers.Dense(K, activation="softmax")(features)
+    user_model = keras.Model(images, head)
+    user_model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    history = user_model.fit(batch["x"], batch["y"], epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+
+
+def test_serving_methods_have_documented_shapes():
+    model = tiny_m2()
+    x = np.random.default_rng(0).uniform(size=(5, *SHAPE)).astype("float32")
+    classified = model.classify(x)
+    np.testing.assert_allclose(classified["probabilities"].numpy().sum(axis=1), 1.0, rtol=1e-5)
+    assert classified["class"].shape == (5,)
+    code = model.encode(x)
+    assert code["mean"].shape == (5, 3) and (code["scale"].numpy() > 0).all()
+    assert model.reconstruct(x)["reconstruction"].shape == (5, *SHAPE)
+    generated = model.generate(tf.constant([0, 9]), tf.zeros([2, 3]))["images"].numpy()
+    assert generated.shape == (2, *SHAPE) and generated.min() >= 0 and generated.max() <= 1
+
+
+@pytest.mark.parametrize(
+    "images, match",
+    [
+        (np.zeros((2, 9, 9, 1), "float32"), "expected shape"),
+        (np.zeros((8, 8, 1), "float32"), "expected rank"),
+        (np.zeros((2, 64), "float32"), "expected rank"),
+    ],
+)
+def test_wrong_image_shape_is_a_value_error(images, match):
+    model = tiny_m2()
+    with pytest.raises(ValueError, match=match):
+        model.classify(images)
+    with pytest.raises(ValueError, match=match):
+        model.compute_losses({"x": images, "y": np.zeros(2, "int32"), "y_mask": np.ones(2, bool)})
+
+
+def test_bad_generate_and_constructor_arguments_are_value_errors():
+    model = tiny_m2()
+    with pytest.raises(ValueError, match=r"labels: expected values in \[0, 10\)"):
+        model.generate(tf.constant([0, 10]), tf.zeros([2, 3]))
+    with pytest.raises(ValueError, match="latent"):
+        model.generate(tf.constant([0, 1]), tf.zeros([2, 4]))
+    with pytest.raises(ValueError, match="model: expected one of"):
+        models.model_class("m3")
+    with pytest.raises(ValueError, match="likelihood"):
+        models.M2(SHAPE, K, likelihood="poisson")
+    with pytest.raises(ValueError, match="num_classes"):
+        models.M2(SHAPE, 1)

@@ -1,0 +1,163 @@
+"""Tests for tfssvae.networks: output shapes, inputs, use in user models, bad args."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfssvae import distributions as D
+from tfssvae import networks as N
+
+TINY = dict(filters=(4, 4, 4, 4), dense_units=8)
+
+
+def test_mlp_single_input_takes_a_tensor():
+    model = N.mlp([(6,)], output_units=3, hidden_units=(5, 4))
+    assert isinstance(model, keras.Model)
+    assert len(model.inputs) == 1
+    out = model(np.zeros((2, 6), np.float32))
+    assert out.shape == (2, 3)
+    dense = [l for l in model.layers if isinstance(l, keras.layers.Dense)]
+    assert [l.units for l in dense] == [5, 4, 3]
+    assert dense[-1].activation is keras.activations.linear
+
+
+def test_mlp_multiple_inputs_are_flattened_and_concatenated():
+    model = N.mlp([(4, 4, 1), (3,), 2], output_units=7, hidden_units=(5,), name="enc")
+    assert model.name == "enc"
+    assert len(model.inputs) == 3
+    out = model([np.zeros((2, 4, 4, 1)), np.zeros((2, 3)), np.zeros((2, 2))])
+    assert out.shape == (2, 7)
+    first = [l for l in model.layers if isinstance(l, keras.layers.Dense)][0]
+    assert first.kernel.shape == (16 + 3 + 2, 5)
+
+
+def test_mlp_without_hidden_layers_is_affine():
+    model = N.mlp([(3,)], output_units=2, hidden_units=())
+    x = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    kernel, bias = model.layers[-1].get_weights()
+    np.testing.assert_allclose(model(x).numpy(), x @ kernel + bias, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("extras", [(), ((3,),), ((3,), (2,))])
+def test_conv_encoder_shapes(extras):
+    model = N.conv_encoder((8, 8, 1), output_units=6, extra_input_shapes=extras, **TINY)
+    image = np.zeros((2, 8, 8, 1), np.float32)
+    if extras:
+        assert len(model.inputs) == 1 + len(extras)
+        out = model([image] + [np.zeros((2,) + s, np.float32) for s in extras])
+    else:
+        assert len(model.inputs) == 1
+        out = model(image)
+    assert out.shape == (2, 6)
+
+
+def test_conv_encoder_default_architecture():
+    model = N.conv_encoder((64, 64, 1), output_units=10)
+    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
+    assert [c.filters for c in convs] == [32, 32, 64, 64]
+    assert all(c.strides == (2, 2) and c.kernel_size == (4, 4) for c in convs)
+    assert model.output_shape == (None, 10)
+    dense = [l for l in model.layers if isinstance(l, keras.layers.Dense)]
+    assert [l.units for l in dense] == [256, 10]
+
+
+@pytest.mark.parametrize("size", [8, 28, 32, 64])
+@pytest.mark.parametrize("params_per_pixel", [1, 2])
+def test_conv_decoder_output_shape(size, params_per_pixel):
+    channels = 3 if size == 32 else 1
+    model = N.conv_decoder(
+        [(4,)], (size, size, channels), params_per_pixel=params_per_pixel, **TINY
+    )
+    expected = (size, size, channels * params_per_pixel)
+    assert model.output_shape == (None,) + expected
+    out = model(np.zeros((2, 4), np.float32))
+    assert out.shape == (2,) + expected
+
+
+def test_conv_decoder_non_square_and_multiple_inputs():
+    model = N.conv_decoder([(4,), (3,)], (28, 20, 1), filters=(4, 4), dense_units=8)
+    assert len(model.inputs) == 2
+    out = model([np.zeros((2, 4)), np.zeros((2, 3))])
+    assert out.shape == (2, 28, 20, 1)
+
+
+def test_conv_decoder_output_feeds_distribution_layers():
+    image_shape = (28, 28, 1)
+    z = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    decoder = N.conv_decoder([(4,)], image_shape, params_per_pixel=2, **TINY)
+    dist = D.DiagonalNormal(image_shape)(decoder(z))
+    assert dist.batch_shape == (3,) and dist.event_shape == image_shape
+    decoder = N.conv_decoder([(4,)], image_shape, params_per_pixel=1, **TINY)
+    dist = D.Bernoulli(image_shape)(decoder(z))
+    assert dist.log_prob(np.full((3,) + image_shape, 0.3, np.float32)).shape == (3,)
+    mlp_decoder = N.mlp([(4,)], D.Bernoulli.params_size(image_shape), hidden_units=(8,))
+    assert D.Bernoulli(image_shape)(mlp_decoder(z)).event_shape == image_shape
+
+
+def test_builders_inside_user_functional_model_fit():
+    keras.utils.set_random_seed(0)
+    image = keras.Input((8, 8, 1))
+    label = keras.Input((3,))
+    encoder = N.conv_encoder(
+        (8, 8, 1), 4, filters=(4, 4), dense_units=8, extra_input_shapes=[(3,)]
+    )
+    decoder = N.conv_decoder([(4,)], (8, 8, 1), filters=(4, 4), dense_units=8)
+    head = N.mlp([(4,)], 3, hidden_units=(8,), name="head")
+    code = encoder([image, label])
+    recon = keras.layers.Activation("sigmoid")(decoder(code))
+    logits = head(code)
+    model = keras.Model([image, label], [recon, logits])
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=["mse", keras.losses.CategoricalCrossentropy(from_logits=True)],
+    )
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(16, 8, 8, 1)).astype(np.float32)
+    y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, size=16)]
+    before = [w.copy() for w in encoder.get_weights()]
+    history = model.fit([x, y], [x, y], batch_size=8, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert any(not np.allclose(a, b) for a, b in zip(before, encoder.get_weights()))
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: N.mlp([], 3),
+        lambda: N.mlp((), 3),
+        lambda: N.mlp(None, 3),
+        lambda: N.mlp([(4,)], 0),
+        lambda: N.mlp([(4,)], -2),
+        lambda: N.mlp([(4,)], 3, hidden_units=(5, 0)),
+        lambda: N.mlp([(0,)], 3),
+        lambda: N.mlp([(4,)], 3, activation="no_such_activation"),
+        lambda: N.conv_encoder((8, 8), 3),
+        lambda: N.conv_encoder((8, 8, 1, 1), 3),
+        lambda: N.conv_encoder((8, 8, 1), 0),
+        lambda: N.conv_encoder((8, 8, 1), 3, activation="no_such_activation"),
+        lambda: N.conv_encoder((8, 8, 1), 3, kernel_size=0),
+        lambda: N.conv_encoder((8, 8, 1), 3, extra_input_shapes=[(0,)]),
+        lambda: N.conv_decoder([], (8, 8, 1)),
+        lambda: N.conv_decoder([(4,)], (8, 8)),
+        lambda: N.conv_decoder([(4,)], (8, 8, 1), params_per_pixel=0),
+        lambda: N.conv_decoder([(4,)], (8, 8, 1), filters=()),
+        lambda: N.conv_decoder([(4,)], (8, 8, 1), strides=0),
+        lambda: N.conv_decoder([(4,)], (8, 8, 1), dense_units=-1),
+        lambda: N.conv_decoder([(4,)], (8, 8, 1), activation="no_such_activation"),
+    ],
+)
+def test_bad_arguments_raise_value_error(build):
+    with pytest.raises(ValueError):
+        build()
+
+
+def test_models_work_inside_tf_function():
+    encoder = N.conv_encoder((8, 8, 1), 4, filters=(4,), dense_units=8)
+    decoder = N.conv_decoder([(4,)], (8, 8, 1), filters=(4,), dense_units=8)
+
+    @tf.function
+    def roundtrip(x):
+        return decoder(encoder(x))
+
+    assert roundtrip(tf.zeros([2, 8, 8, 1])).shape == (2, 8, 8, 1)

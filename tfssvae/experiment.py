@@ -1,0 +1,142 @@
+"""A whole run: load data, split labels, build the model, train, evaluate, export.
+
+The training binary maps its flags onto ``Settings`` and calls ``run``; tests and
+benchmarks call ``run`` directly.  Everything a run produces lands in its model
+directory (checkpoints, TensorBoard events, ``model.json``, ``metrics.json``) and,
+unless disabled, as a numbered SavedModel version under ``export_dir/<model>/``.
+"""
+import dataclasses
+import json
+import os
+import re
+
+import keras
+import tensorflow as tf
+
+from tfssvae import data as data_lib
+from tfssvae import export as export_lib
+from tfssvae import metrics, models, training
+
+
+@dataclasses.dataclass
+class Settings:
+    """Everything that defines a run; the training binary's flags have the same names."""
+
+    model: str = "m2"
+    dataset: str = "digits"
+    data_dir: str | None = None
+    num_labels: int = 100
+    validation_size: int = -1  # -1: a tenth of the training set, at most 5,000
+    epochs: int = 10
+    m1_epochs: int = 10  # M1+M2 only: epochs of the M1 stage
+    batch_size: int = 100
+    labelled_batch_size: int = -1  # -1: half the batch, at most num_labels
+    learning_rate: float = 3e-4
+    alpha: float = 0.1
+    latent_dim: int = 50
+    hidden_units: tuple = (500,)
+    activation: str = "softplus"
+    likelihood: str = "bernoulli"
+    seed: int = 0
+    jit_compile: bool = False
+    checkpoint_every: int = 1000
+    model_dir: str | None = None  # default: runs/<model>_<dataset>_<num_labels>labels_seed<seed>
+    export_dir: str = "saved_models"
+    export: bool = True
+    verbose: int = 1
+
+
+def default_model_dir(settings):
+    dataset = re.sub(r"[^A-Za-z0-9]+", "-", settings.dataset).strip("-")
+    return os.path.join("runs", f"{settings.model}_{dataset}_{settings.num_labels}labels_seed{settings.seed}")
+
+
+def build_model(settings, input_shape, num_classes, num_examples):
+    """The model named by ``settings.model``, sized for the data."""
+    model_class = models.model_class(settings.model)
+    common = dict(
+        hidden_units=tuple(settings.hidden_units),
+        activation=settings.activation,
+        likelihood=settings.likelihood,
+    )
+    semi_supervised = dict(alpha=settings.alpha, num_examples=num_examples, num_labelled=settings.num_labels)
+    if model_class is models.M1:
+        return models.M1(input_shape, num_classes, latent_dim=settings.latent_dim, **common)
+    if model_class is models.M2:
+        return models.M2(input_shape, num_classes, latent_dim=settings.latent_dim, **common, **semi_supervised)
+    return models.M1M2(
+        input_shape, num_classes, m1_latent_dim=settings.latent_dim, m2_latent_dim=settings.latent_dim,
+        **common, **semi_supervised,
+    )
+
+
+def run(settings):
+    """Runs ``settings`` end to end and returns the metrics dict also written to ``metrics.json``."""
+    models.model_class(settings.model)  # an unknown model fails before any data is loaded
+    keras.utils.set_random_seed(settings.seed)
+    source = data_lib.load_source(settings.dataset, settings.data_dir)
+
+    validation_size = settings.validation_size
+    if validation_size < 0:
+        validation_size = min(5000, len(source.train_labels) // 10)
+    train_idx, val_idx = data_lib.validation_split(source.train_labels, validation_size, settings.seed)
+    train_images, train_labels = source.train_images[train_idx], source.train_labels[train_idx]
+    labelled = data_lib.balanced_labelled_indices(
+        train_labels, settings.num_labels, source.num_classes, settings.seed
+    )
+    labelled_batch_size = settings.labelled_batch_size
+    if labelled_batch_size < 0:
+        labelled_batch_size = min(settings.batch_size // 2, settings.num_labels)
+
+    model = build_model(settings, source.image_shape, source.num_classes, len(train_images))
+    model_dir = settings.model_dir or default_model_dir(settings)
+    os.makedirs(model_dir, exist_ok=True)
+    with open(os.path.join(model_dir, "model.json"), "w") as f:
+        json.dump({"model": settings.model, "config": model.get_config(),
+                   "settings": dataclasses.asdict(settings)}, f, indent=2, default=str)
+
+    config = training.TrainConfig(
+        epochs=settings.epochs, batch_size=settings.batch_size, labelled_batch_size=labelled_batch_size,
+        learning_rate=settings.learning_rate, seed=settings.seed, jit_compile=settings.jit_compile,
+        checkpoint_every=settings.checkpoint_every, verbose=settings.verbose,
+    )
+    validation = (source.train_images[val_idx], source.train_labels[val_idx])
+    if isinstance(model, models.M1M2):
+        # Stage 1: M1 alone (the VAE learns from every image); stage 2: M2 on the frozen M1.
+        m1_config = dataclasses.replace(config, epochs=settings.m1_epochs)
+        training.train(model.m1, train_images, train_labels, labelled, os.path.join(model_dir, "m1"), m1_config)
+        model.freeze_m1()
+        summary = training.train(
+            model, train_images, train_labels, labelled, os.path.join(model_dir, "m2"), config, validation
+        )
+    else:
+        summary = training.train(model, train_images, train_labels, labelled, model_dir, config, validation)
+
+    test_error = metrics.classification_error(model, source.test_images, source.test_labels)
+    results = {
+        "model": settings.model,
+        "dataset": settings.dataset,
+        "num_labels": settings.num_labels,
+        "test_error": test_error,
+        "validation_error": summary["validation_error"],
+        "train_examples_per_second": summary["train_examples_per_second"],
+        "steps": summary["steps"],
+        "epochs": settings.epochs,
+        "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
+    }
+    if settings.export:
+        results["export_path"] = export_lib.export(
+            model, os.path.join(settings.export_dir, settings.model), metadata={"metrics": results}
+        )
+    with open(os.path.join(model_dir, "metrics.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    if settings.verbose:
+        print(
+            f"\n{settings.model} on {settings.dataset} with {settings.num_labels} labels: "
+            f"test error {100 * test_error:.2f} %, "
+            f"{results['train_examples_per_second'] or float('nan'):.0f} training examples/s"
+        )
+        if settings.export:
+            print(f"SavedModel: {results['export_path']}")
+        print(f"Metrics: {os.path.join(model_dir, 'metrics.json')}")
+    return results

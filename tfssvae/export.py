@@ -1,0 +1,81 @@
+"""SavedModel export with named serving signatures, in TF Serving's numbered-version layout.
+
+Signatures (inputs -> outputs, all named):
+  serving_default, classify: images -> probabilities [batch, K], class int64 [batch]
+  encode:      images -> mean, scale [batch, latent_dim] (M2: also the predicted class)
+  reconstruct: images -> reconstruction [batch, *input_shape]
+  generate:    the model's generative inputs (M2: labels, latent; M1: latent) -> images
+
+The SavedModel is written to a temporary directory beside its destination and renamed
+into place, so a crash never leaves a half-written version that TF Serving would load.
+"""
+import json
+import os
+import shutil
+import tempfile
+
+import tensorflow as tf
+
+SIGNATURES = ("serving_default", "classify", "encode", "reconstruct", "generate")
+
+
+def next_version(export_base):
+    """1 + the largest numbered version directory under ``export_base`` (1 if none)."""
+    if not os.path.isdir(export_base):
+        return 1
+    versions = [int(name) for name in os.listdir(export_base) if name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+class _ServingModule(tf.Module):
+    """Holds the model (so its variables are saved) and one tf.function per signature."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        images = model.input_signature()
+        self.classify = tf.function(lambda images: model.classify(images), input_signature=[images])
+        self.encode = tf.function(lambda images: model.encode(images), input_signature=[images])
+        self.reconstruct = tf.function(lambda images: model.reconstruct(images), input_signature=[images])
+        self.generate = tf.function(model.generate, input_signature=model.generate_signature())
+
+
+def export(model, export_base, version=None, metadata=None):
+    """Writes ``model`` as a SavedModel to ``export_base/<version>`` and returns that path.
+
+    Args:
+      model: a built ``tfssvae.models.GenerativeModel``.
+      export_base: directory of numbered versions, e.g. ``saved_models/m2``.
+      version: the version number; by default the next one after those present.
+      metadata: optional JSON-serialisable dict stored as ``assets.extra/tfssvae.json``
+        together with the model's config.
+    """
+    if version is None:
+        version = next_version(export_base)
+    if int(version) < 1:
+        raise ValueError(f"version: expected a positive integer, received {version}")
+    destination = os.path.join(export_base, str(int(version)))
+    if os.path.exists(destination):
+        raise ValueError(f"version: {destination} already exists; choose another version or export_base")
+    os.makedirs(export_base, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_base)
+    try:
+        module = _ServingModule(model)
+        signatures = {
+            "serving_default": module.classify.get_concrete_function(),
+            "classify": module.classify.get_concrete_function(),
+            "encode": module.encode.get_concrete_function(),
+            "reconstruct": module.reconstruct.get_concrete_function(),
+            "generate": module.generate.get_concrete_function(),
+        }
+        tf.saved_model.save(module, staging, signatures=signatures)
+        extra = os.path.join(staging, "assets.extra")
+        os.makedirs(extra, exist_ok=True)
+        with open(os.path.join(extra, "tfssvae.json"), "w") as f:
+            json.dump({"model": type(model).__name__, "config": model.get_config(), **(metadata or {})},
+                      f, indent=2, default=str)
+        os.rename(staging, destination)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return destination

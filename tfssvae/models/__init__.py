@@ -1,0 +1,16 @@
+"""Model families; each a ``keras.Model`` subclass with ``train_step``/``test_step``."""
+from tfssvae.models.base import GenerativeModel
+from tfssvae.models.m1 import M1, M1M2
+from tfssvae.models.m2 import M2
+
+MODELS = {"m1": M1, "m2": M2, "m1m2": M1M2}
+
+
+def model_class(name):
+    """The model class registered under ``name`` (``"m1"``, ``"m2"``, ``"m1m2"``)."""
+    if name not in MODELS:
+        raise ValueError(f"model: expected one of {sorted(MODELS)}, received {name!r}")
+    return MODELS[name]
+
+
+__all__ = ["GenerativeModel", "M1", "M1M2", "M2", "MODELS", "model_class"]

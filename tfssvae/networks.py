@@ -1,0 +1,297 @@
+"""Encoder and decoder builders shared by every model.
+
+Each builder returns a functional ``keras.Model`` whose outputs are plain tensors
+(distribution parameters or logits), so it can be used inside a model of this package
+or dropped into a user's own functional Keras model. Turn the outputs into
+distributions with the layers of :mod:`tfssvae.distributions`; the decoders' output
+layout ``[batch, height, width, channels * params_per_pixel]`` is the layout those
+layers expect.
+"""
+
+import math
+
+import keras
+import numpy as np
+
+__all__ = ["mlp", "conv_encoder", "conv_decoder"]
+
+
+# ---------------------------------------------------------------------------
+# Argument checks
+# ---------------------------------------------------------------------------
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _positive_int(name, value):
+    """Checks that ``value`` is an int > 0 and returns it."""
+    if not _is_int(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive int; received {value!r}.")
+    return int(value)
+
+
+def _positive_ints(name, values, allow_empty=True):
+    """Checks that ``values`` is a sequence of ints > 0 and returns it as a tuple."""
+    if _is_int(values):
+        values = (values,)
+    try:
+        values = tuple(values)
+    except TypeError:
+        raise ValueError(
+            f"{name} must be a sequence of positive ints; received {values!r}."
+        ) from None
+    if not allow_empty and not values:
+        raise ValueError(f"{name} must not be empty; received {values!r}.")
+    if any(not _is_int(v) or v <= 0 for v in values):
+        raise ValueError(f"{name} must contain positive ints only; received {values!r}.")
+    return tuple(int(v) for v in values)
+
+
+def _shape(name, shape):
+    """Checks one input shape (no batch dim); an int ``n`` means ``(n,)``."""
+    if _is_int(shape):
+        shape = (shape,)
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        raise ValueError(
+            f"{name} must be a shape (tuple of positive ints without the batch "
+            f"dimension); received {shape!r}."
+        ) from None
+    if not shape or any(not _is_int(d) or d <= 0 for d in shape):
+        raise ValueError(
+            f"{name} must be a non-empty tuple of positive ints (no batch dimension); "
+            f"received {shape!r}."
+        )
+    return tuple(int(d) for d in shape)
+
+
+def _shapes(name, shapes, allow_empty=False):
+    """Checks a list of input shapes and returns it as a list of tuples."""
+    if shapes is None or isinstance(shapes, (str, bytes)):
+        raise ValueError(f"{name} must be a list of shapes; received {shapes!r}.")
+    try:
+        shapes = list(shapes)
+    except TypeError:
+        raise ValueError(f"{name} must be a list of shapes; received {shapes!r}.") from None
+    if not shapes and not allow_empty:
+        raise ValueError(f"{name} must contain at least one shape; received [].")
+    return [_shape(f"{name}[{i}]", s) for i, s in enumerate(shapes)]
+
+
+def _image_shape(image_shape):
+    """Checks that ``image_shape`` is ``(height, width, channels)``."""
+    try:
+        shape = tuple(image_shape)
+    except TypeError:
+        shape = None
+    if shape is None or len(shape) != 3 or any(not _is_int(d) or d <= 0 for d in shape):
+        raise ValueError(
+            f"image_shape must be (height, width, channels) with positive ints; "
+            f"received {image_shape!r}."
+        )
+    return tuple(int(d) for d in shape)
+
+
+def _activation(activation):
+    """Checks that Keras knows ``activation`` and returns it unchanged."""
+    try:
+        keras.activations.get(activation)
+    except Exception as error:  # Keras raises ValueError or TypeError.
+        raise ValueError(
+            f"activation must be a Keras activation name or callable; "
+            f"received {activation!r} ({error})."
+        ) from None
+    return activation
+
+
+# ---------------------------------------------------------------------------
+# Builders
+# ---------------------------------------------------------------------------
+
+
+def _vector_inputs(shapes, name):
+    """Creates one ``keras.Input`` per shape; returns (inputs, flat concatenation)."""
+    inputs = [
+        keras.Input(shape=shape, name=f"{name}_input_{i}") for i, shape in enumerate(shapes)
+    ]
+    flat = [
+        x if len(shape) == 1 else keras.layers.Flatten(name=f"{name}_flatten_{i}")(x)
+        for i, (x, shape) in enumerate(zip(inputs, shapes))
+    ]
+    if len(flat) == 1:
+        return inputs, flat[0]
+    return inputs, keras.layers.Concatenate(axis=-1, name=f"{name}_concat")(flat)
+
+
+def mlp(input_shapes, output_units, hidden_units=(500,), activation="softplus", name="mlp"):
+    """Multi-layer perceptron over one or more concatenated inputs.
+
+    Each input is flattened, all are concatenated, then each width in
+    ``hidden_units`` gives a ``Dense(width, activation)`` and a linear
+    ``Dense(output_units)`` ends the network.
+
+    Args:
+      input_shapes: list of input shapes without the batch dimension, e.g.
+        ``[(28, 28, 1), (10,)]``; an int ``n`` in the list means ``(n,)``.
+      output_units: size of the output.
+      hidden_units: widths of the hidden layers (may be empty for a linear map).
+      activation: Keras activation of the hidden layers.
+      name: model name.
+
+    Returns:
+      A ``keras.Model`` mapping ``[batch, *input_shapes[0]]`` (a single tensor when
+      there is one input, else a list with one tensor per shape) to
+      ``[batch, output_units]``.
+    """
+    shapes = _shapes("input_shapes", input_shapes)
+    output_units = _positive_int("output_units", output_units)
+    hidden_units = _positive_ints("hidden_units", hidden_units)
+    activation = _activation(activation)
+
+    inputs, h = _vector_inputs(shapes, name)
+    for i, units in enumerate(hidden_units):
+        h = keras.layers.Dense(units, activation=activation, name=f"{name}_hidden_{i}")(h)
+    outputs = keras.layers.Dense(output_units, name=f"{name}_output")(h)
+    return keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs, name=name)
+
+
+def conv_encoder(
+    image_shape,
+    output_units,
+    filters=(32, 32, 64, 64),
+    kernel_size=4,
+    strides=2,
+    dense_units=256,
+    activation="relu",
+    extra_input_shapes=(),
+    name="conv_encoder",
+):
+    """Convolutional encoder: strided convs, flatten, (extras), dense, linear output.
+
+    One ``Conv2D(f, kernel_size, strides, padding="same", activation)`` per entry of
+    ``filters``; the feature map is flattened, the extra vector inputs (e.g. a one-hot
+    class) are flattened and concatenated to it, then ``Dense(dense_units, activation)``
+    and a linear ``Dense(output_units)``.
+
+    Args:
+      image_shape: ``(height, width, channels)``.
+      output_units: size of the output.
+      filters: number of filters of each conv layer.
+      kernel_size: conv kernel size.
+      strides: conv stride.
+      dense_units: width of the dense layer after the convs.
+      activation: Keras activation of the hidden layers.
+      extra_input_shapes: shapes of extra inputs (no batch dim), concatenated after
+        flattening; an int ``n`` means ``(n,)``.
+      name: model name.
+
+    Returns:
+      A ``keras.Model`` mapping an image ``[batch, height, width, channels]`` (or the
+      list ``[image, *extras]`` when there are extra inputs) to
+      ``[batch, output_units]``.
+    """
+    image_shape = _image_shape(image_shape)
+    output_units = _positive_int("output_units", output_units)
+    filters = _positive_ints("filters", filters)
+    kernel_size = _positive_int("kernel_size", kernel_size)
+    strides = _positive_int("strides", strides)
+    dense_units = _positive_int("dense_units", dense_units)
+    activation = _activation(activation)
+    extra_shapes = _shapes("extra_input_shapes", extra_input_shapes, allow_empty=True)
+
+    image = keras.Input(shape=image_shape, name=f"{name}_image")
+    h = image
+    for i, f in enumerate(filters):
+        h = keras.layers.Conv2D(
+            f, kernel_size, strides=strides, padding="same", activation=activation,
+            name=f"{name}_conv_{i}",
+        )(h)
+    h = keras.layers.Flatten(name=f"{name}_flatten")(h)
+    inputs = [image]
+    if extra_shapes:
+        extras, extra = _vector_inputs(extra_shapes, f"{name}_extra")
+        inputs += extras
+        h = keras.layers.Concatenate(axis=-1, name=f"{name}_concat")([h, extra])
+    h = keras.layers.Dense(dense_units, activation=activation, name=f"{name}_dense")(h)
+    outputs = keras.layers.Dense(output_units, name=f"{name}_output")(h)
+    return keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs, name=name)
+
+
+def conv_decoder(
+    input_shapes,
+    image_shape,
+    params_per_pixel=1,
+    filters=(64, 64, 32, 32),
+    kernel_size=4,
+    strides=2,
+    dense_units=256,
+    activation="relu",
+    name="conv_decoder",
+):
+    """Convolutional decoder from vectors to per-pixel distribution parameters.
+
+    The vector inputs are concatenated, go through ``Dense(dense_units, activation)``
+    and a dense layer to a small feature map of spatial size
+    ``ceil(height / strides**n) x ceil(width / strides**n)`` with ``filters[0]``
+    channels (``n = len(filters)``). One ``Conv2DTranspose(f, kernel_size, strides,
+    padding="same", activation)`` per entry of ``filters`` upsamples it to at least
+    ``height x width``; any excess is cropped (centred), and a linear
+    ``Conv2D(channels * params_per_pixel, kernel_size, padding="same")`` gives the
+    output.
+
+    Args:
+      input_shapes: list of input shapes without the batch dimension, e.g.
+        ``[(latent_dim,), (num_classes,)]``; an int ``n`` means ``(n,)``.
+      image_shape: ``(height, width, channels)`` of the output images.
+      params_per_pixel: distribution parameters per pixel and channel (1 for
+        Bernoulli logits, 2 for a Normal's loc and raw scale).
+      filters: number of filters of each transposed conv layer (at least one).
+      kernel_size: conv kernel size.
+      strides: transposed conv stride.
+      dense_units: width of the first dense layer.
+      activation: Keras activation of the hidden layers.
+      name: model name.
+
+    Returns:
+      A ``keras.Model`` mapping ``[batch, *input_shapes[0]]`` (a single tensor when
+      there is one input, else a list) to
+      ``[batch, height, width, channels * params_per_pixel]``.
+    """
+    shapes = _shapes("input_shapes", input_shapes)
+    height, width, channels = _image_shape(image_shape)
+    params_per_pixel = _positive_int("params_per_pixel", params_per_pixel)
+    filters = _positive_ints("filters", filters, allow_empty=False)
+    kernel_size = _positive_int("kernel_size", kernel_size)
+    strides = _positive_int("strides", strides)
+    dense_units = _positive_int("dense_units", dense_units)
+    activation = _activation(activation)
+
+    factor = strides ** len(filters)
+    start_h = math.ceil(height / factor)
+    start_w = math.ceil(width / factor)
+
+    inputs, h = _vector_inputs(shapes, name)
+    h = keras.layers.Dense(dense_units, activation=activation, name=f"{name}_dense")(h)
+    h = keras.layers.Dense(
+        start_h * start_w * filters[0], activation=activation, name=f"{name}_dense_map"
+    )(h)
+    h = keras.layers.Reshape((start_h, start_w, filters[0]), name=f"{name}_reshape")(h)
+    for i, f in enumerate(filters):
+        h = keras.layers.Conv2DTranspose(
+            f, kernel_size, strides=strides, padding="same", activation=activation,
+            name=f"{name}_deconv_{i}",
+        )(h)
+    extra_h = start_h * factor - height
+    extra_w = start_w * factor - width
+    if extra_h or extra_w:
+        h = keras.layers.Cropping2D(
+            ((extra_h // 2, extra_h - extra_h // 2), (extra_w // 2, extra_w - extra_w // 2)),
+            name=f"{name}_crop",
+        )(h)
+    outputs = keras.layers.Conv2D(
+        channels * params_per_pixel, kernel_size, padding="same", name=f"{name}_output"
+    )(h)
+    return keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs, name=name)
