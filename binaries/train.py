@@ -8,7 +8,7 @@ Rerunning the same command resumes from the last checkpoint in --model_dir.
 import dataclasses
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from tfssvae import experiment, models
 
@@ -48,6 +48,8 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
+    # TensorFlow's INFO lines (checkpoint sharding, asset writing) drown the progress bar.
+    logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     values = {field.name: FLAGS[field.name].value for field in dataclasses.fields(experiment.Settings)}

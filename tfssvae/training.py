@@ -71,7 +71,7 @@ def train(model, images, labels, labelled_indices, model_dir, config, validation
       epoch's mean loss terms and ``validation_error`` if validation was given.
     """
     os.makedirs(model_dir, exist_ok=True)
-    if model.optimizer is None:
+    if getattr(model, "optimizer", None) is None:
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
     model.build_variables()
 

@@ -103,7 +103,7 @@ class GenerativeModel(keras.Model):
         }
         self.compute_losses(batch)
         self(batch["x"])
-        if self.optimizer is not None:
+        if getattr(self, "optimizer", None) is not None:
             self.optimizer.build(self.trainable_variables)
 
     # --- serving interface (all return dicts of named tensors) ------------------------
