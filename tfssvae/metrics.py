@@ -10,7 +10,11 @@ def predict_classes(model, images, batch_size=1000):
     """
     if len(images) == 0:
         raise ValueError("images: expected at least one example, received an empty array")
-    classify = tf.function(lambda x: model.classify(x)["class"])
+    classify = getattr(model, "_predict_class_function", None)
+    if classify is None:
+        # One traced function per model, reused by every call (each epoch's validation).
+        classify = tf.function(lambda x: model.classify(x)["class"], input_signature=[model.input_signature()])
+        model._predict_class_function = classify
     predictions = [
         classify(tf.convert_to_tensor(images[start:start + batch_size], tf.float32)).numpy()
         for start in range(0, len(images), batch_size)

@@ -1,0 +1,117 @@
+"""The training loop: checkpoints, resume (after a finished or a killed run), divergence, bad config."""
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from tfssvae import data as data_lib
+from tfssvae import models, training
+
+SHAPE = (8, 8, 1)
+
+
+def tiny_problem(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(size=(n, *SHAPE)).astype("float32")
+    labels = (np.arange(n) % 4).astype("int32")
+    labelled = data_lib.balanced_labelled_indices(labels, 8, 4, seed)
+    return images, labels, labelled
+
+
+def tiny_model():
+    keras.utils.set_random_seed(0)
+    return models.M2(SHAPE, 4, latent_dim=2, hidden_units=(8,))
+
+
+CONFIG = training.TrainConfig(epochs=2, batch_size=10, labelled_batch_size=4, learning_rate=1e-3,
+                              checkpoint_every=2, log_every=1, verbose=1)
+
+
+def weights_of(model):
+    return [w.numpy().copy() for w in model.weights]
+
+
+def test_train_writes_checkpoints_summaries_and_a_summary(tmp_path):
+    images, labels, labelled = tiny_problem()
+    summary = training.train(tiny_model(), images, labels, labelled, str(tmp_path), CONFIG,
+                             validation=(images[:8], labels[:8]))
+    steps_per_epoch = data_lib.steps_per_epoch(40, 10, 4)
+    assert summary["steps"] == 2 * steps_per_epoch
+    assert summary["train_examples_per_second"] > 0
+    assert 0.0 <= summary["validation_error"] <= 1.0
+    assert set(summary["final_losses"]) == set(models.M2.loss_names) | {"error"}
+    assert os.listdir(tmp_path / "tensorboard" / "train")
+    assert json.loads((tmp_path / "train_summary.json").read_text())["steps"] == summary["steps"]
+
+
+def test_rerun_restores_exactly_and_continues_from_the_saved_step(tmp_path, capsys):
+    images, labels, labelled = tiny_problem()
+    one_epoch = training.TrainConfig(**{**CONFIG.__dict__, "epochs": 1})
+    first = tiny_model()
+    done = training.train(first, images, labels, labelled, str(tmp_path), one_epoch)
+    trained = weights_of(first)
+
+    # A fresh model given the same directory restores the very same weights.
+    again = tiny_model()
+    assert not all(np.array_equal(a, b) for a, b in zip(trained, weights_of(again)))
+    training.train(again, images, labels, labelled, str(tmp_path), one_epoch)
+    assert all(np.array_equal(a, b) for a, b in zip(trained, weights_of(again)))
+    assert "already finished" in capsys.readouterr().out
+
+    # Asking for more epochs continues from the saved step.
+    more = training.train(tiny_model(), images, labels, labelled, str(tmp_path), CONFIG)
+    assert f"at step {done['steps']}" in capsys.readouterr().out
+    assert more["steps"] == 2 * done["steps"]
+
+
+def test_a_killed_run_resumes_mid_epoch(tmp_path, monkeypatch, capsys):
+    images, labels, labelled = tiny_problem()
+    real_batches = data_lib.semi_supervised_batches
+
+    def dies_after_three_batches(*args, **kwargs):
+        for index, batch in enumerate(real_batches(*args, **kwargs)):
+            if index == 3:
+                raise KeyboardInterrupt("killed")
+            yield batch
+
+    monkeypatch.setattr(training.data_lib, "semi_supervised_batches", dies_after_three_batches)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(tiny_model(), images, labels, labelled, str(tmp_path), CONFIG)
+    monkeypatch.setattr(training.data_lib, "semi_supervised_batches", real_batches)
+
+    summary = training.train(tiny_model(), images, labels, labelled, str(tmp_path), CONFIG)
+    # checkpoint_every=2: the run died after step 3, so the last checkpoint holds step 2.
+    assert "at step 2" in capsys.readouterr().out
+    assert summary["steps"] == 2 * data_lib.steps_per_epoch(40, 10, 4)
+
+
+def test_divergence_stops_with_a_clear_error(tmp_path):
+    images, labels, labelled = tiny_problem()
+    model = tiny_model()
+    model.classification_weight = float("nan")  # the first loss is NaN
+    with pytest.raises(FloatingPointError, match="diverged at step 1"):
+        training.train(model, images, labels, labelled, str(tmp_path), CONFIG)
+    assert os.listdir(tmp_path / "checkpoints")
+
+
+def test_non_finite_images_are_refused_before_training(tmp_path):
+    images, labels, labelled = tiny_problem()
+    images[3, 1, 1, 0] = np.inf
+    with pytest.raises(ValueError, match="non-finite"):
+        training.train(tiny_model(), images, labels, labelled, str(tmp_path), CONFIG)
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"labelled_batch_size": 10}, "labelled_batch_size"),
+        ({"learning_rate": -1.0}, "learning_rate"),
+    ],
+)
+def test_bad_config_is_a_value_error(changes, match):
+    with pytest.raises(ValueError, match=match):
+        training.TrainConfig(**{**CONFIG.__dict__, **changes})
