@@ -140,11 +140,29 @@ def test_bad_settings_are_value_errors(tmp_path, changes, match):
         experiment.run(settings)
 
 
-def test_the_binary_reports_bad_flags_without_a_traceback():
+def run_binary(*args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    completed = subprocess.run([sys.executable, "-m", "binaries.train", "--model=m9", "--export=false"],
-                               capture_output=True, text=True, env=env, timeout=300,
-                               cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, env=env, timeout=300,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_export_and_evaluate_binaries_reproduce_the_test_error(m2_run, tmp_path):
+    settings, results = m2_run
+    exported = run_binary("binaries.export", f"--model_dir={settings.model_dir}", f"--export_dir={tmp_path}")
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    path = os.path.join(str(tmp_path), "m2", "1")
+    assert f"SavedModel: {path}" in exported.stdout
+    evaluated = run_binary("binaries.evaluate", f"--saved_model={path}", "--dataset=digits")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    report = json.loads(evaluated.stdout.strip().splitlines()[-1])
+    assert report["test_error"] == pytest.approx(results["test_error"])
+
+    missing = run_binary("binaries.export", f"--model_dir={tmp_path / 'nothing'}")
+    assert missing.returncode == 2 and "no model.json" in missing.stderr
+
+
+def test_the_binary_reports_bad_flags_without_a_traceback():
+    completed = run_binary("binaries.train", "--model=m9", "--export=false")
     assert completed.returncode == 2
     assert "error: model: expected one of" in completed.stderr
     assert "Traceback" not in completed.stderr

@@ -16,6 +16,8 @@ import tempfile
 
 import tensorflow as tf
 
+from tfssvae import models
+
 SIGNATURES = ("serving_default", "classify", "encode", "reconstruct", "generate")
 
 
@@ -79,3 +81,22 @@ def export(model, export_base, version=None, metadata=None):
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return destination
+
+
+def export_run(model_dir, export_dir="saved_models"):
+    """Rebuilds the model of a training run from its ``model.json``, restores its latest
+    checkpoint and exports it to ``export_dir/<model>/<next version>``; returns the path."""
+    description = os.path.join(model_dir, "model.json")
+    if not os.path.exists(description):
+        raise ValueError(f"model_dir: {model_dir} has no model.json; is it a tfssvae training directory?")
+    with open(description) as f:
+        run = json.load(f)
+    model = models.model_class(run["model"])(**run["config"])
+    model.build_variables()
+    # M1+M2 keeps its final checkpoints under m2/ (the M1 stage's are under m1/).
+    for directory in (os.path.join(model_dir, "m2", "checkpoints"), os.path.join(model_dir, "checkpoints")):
+        latest = tf.train.latest_checkpoint(directory)
+        if latest:
+            tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
+            return export(model, os.path.join(export_dir, run["model"]))
+    raise ValueError(f"model_dir: no checkpoint found in {model_dir}")
