@@ -166,3 +166,15 @@ def test_the_binary_reports_bad_flags_without_a_traceback():
     assert completed.returncode == 2
     assert "error: model: expected one of" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def test_a_seed_makes_a_run_repeatable_on_cpu(tmp_path):
+    summaries = []
+    for name in ("a", "b"):
+        settings = experiment.Settings(model="m2", model_dir=str(tmp_path / name), export=False, **TINY)
+        experiment.run(settings)
+        summaries.append(json.loads((tmp_path / name / "train_summary.json").read_text())["final_losses"])
+    assert summaries[0] == summaries[1]
+    other = experiment.Settings(model="m2", model_dir=str(tmp_path / "c"), export=False, **{**TINY, "seed": 1})
+    experiment.run(other)
+    assert json.loads((tmp_path / "c" / "train_summary.json").read_text())["final_losses"] != summaries[0]

@@ -115,3 +115,10 @@ def test_non_finite_images_are_refused_before_training(tmp_path):
 def test_bad_config_is_a_value_error(changes, match):
     with pytest.raises(ValueError, match=match):
         training.TrainConfig(**{**CONFIG.__dict__, **changes})
+
+
+def test_xla_compiled_steps_train(tmp_path):
+    images, labels, labelled = tiny_problem()
+    config = training.TrainConfig(**{**CONFIG.__dict__, "epochs": 1, "jit_compile": True})
+    summary = training.train(tiny_model(), images, labels, labelled, str(tmp_path), config)
+    assert np.isfinite(summary["final_losses"]["loss"])
