@@ -334,7 +334,7 @@ def group_posterior(
         max_log_precision = -2.0 * tf.math.log(min_scale)
         relative_sum = _segment_relative_sum(log_precision, max_log_precision, ids, num_groups)
         if method == "product":
-            group_scale = tf.exp(-0.5 * (max_log_precision + tf.math.log(relative_sum)))
+            group_scale = min_scale * tf.math.rsqrt(relative_sum)
         else:  # geometric
             group_scale = min_scale * tf.sqrt(safe_counts / relative_sum)
         # weight_i = p_i / sum_j p_j, in log space so nothing is ever as large as p_i.
