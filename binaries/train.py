@@ -31,6 +31,13 @@ flags.DEFINE_integer("labelled_batch_size", _DEFAULTS.labelled_batch_size,
 flags.DEFINE_float("learning_rate", _DEFAULTS.learning_rate, "Adam learning rate.")
 flags.DEFINE_float("alpha", _DEFAULTS.alpha,
                    "Weight of log q(y|x) on labelled data, scaled by N_total / N_labelled.")
+flags.DEFINE_float("gamma", _DEFAULTS.gamma, "ssdgm: weight of the supervised examples' bounds.")
+flags.DEFINE_integer("num_samples", _DEFAULTS.num_samples, "ssdgm: S, importance samples of z per example.")
+flags.DEFINE_enum("variant", _DEFAULTS.variant, ["weighted", "iw"],
+                  "ssdgm: the paper's weighted estimator or the log-mean-exp (importance-weighted) bound.")
+flags.DEFINE_enum("discrete", _DEFAULTS.discrete, ["enumerate", "relax"],
+                  "ssdgm: sum the latent class out exactly or sample it from the Concrete relaxation.")
+flags.DEFINE_float("temperature", _DEFAULTS.temperature, "ssdgm: Concrete temperature.")
 flags.DEFINE_integer("latent_dim", _DEFAULTS.latent_dim, "Size of the continuous latent.")
 flags.DEFINE_list("hidden_units", [str(h) for h in _DEFAULTS.hidden_units], "Hidden layer widths.")
 flags.DEFINE_string("activation", _DEFAULTS.activation, "Hidden activation.")

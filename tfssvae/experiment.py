@@ -33,6 +33,11 @@ class Settings:
     labelled_batch_size: int = -1  # -1: half the batch, at most num_labels
     learning_rate: float = 3e-4
     alpha: float = 0.1
+    gamma: float = 1.0  # ssdgm: weight of supervised examples
+    num_samples: int = 1  # ssdgm: S, samples of z per example
+    variant: str = "weighted"  # ssdgm: "weighted" (the paper's estimator) or "iw" (log-mean-exp)
+    discrete: str = "enumerate"  # ssdgm: latent class summed out ("enumerate") or Concrete ("relax")
+    temperature: float = 0.66  # ssdgm: Concrete temperature
     latent_dim: int = 50
     hidden_units: tuple = (500,)
     activation: str = "softplus"
@@ -64,6 +69,12 @@ def build_model(settings, input_shape, num_classes, num_examples):
         return models.M1(input_shape, num_classes, latent_dim=settings.latent_dim, **common)
     if model_class is models.M2:
         return models.M2(input_shape, num_classes, latent_dim=settings.latent_dim, **common, **semi_supervised)
+    if issubclass(model_class, models.SSDGM):
+        return model_class(
+            input_shape, num_classes, latent_dim=settings.latent_dim, gamma=settings.gamma,
+            num_samples=settings.num_samples, variant=settings.variant, discrete=settings.discrete,
+            temperature=settings.temperature, **common, **semi_supervised,
+        )
     return models.M1M2(
         input_shape, num_classes, m1_latent_dim=settings.latent_dim, m2_latent_dim=settings.latent_dim,
         **common, **semi_supervised,

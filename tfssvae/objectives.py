@@ -10,6 +10,8 @@ import math
 
 import tensorflow as tf
 
+from tfssvae import graph
+
 
 def elbo(log_likelihood, kl_terms):
     """Evidence lower bound per example: log-likelihood minus the sum of KL terms.
@@ -84,3 +86,115 @@ def masked_mean(values, mask):
     """Mean of ``values[batch]`` over the examples where ``mask[batch]`` is True (0 if none)."""
     mask = tf.cast(mask, values.dtype)
     return tf.reduce_sum(values * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
+
+
+VARIANTS = ("weighted", "iw")
+
+
+def _tile_rows(tensor, copies):
+    """``[batch, ...]`` -> ``[copies * batch, ...]``, row ``c * batch + b`` holding example b."""
+    tensor = tf.convert_to_tensor(tensor)
+    return tf.tile(tensor, tf.concat([[copies], tf.ones([tf.rank(tensor) - 1], tf.int32)], axis=0))
+
+
+def partially_supervised_bound(encode, decode, x, supervision=None, num_samples=1, alpha=0.1,
+                               variant="weighted", enumerate=None, temperature=0.66):
+    """The semi-supervised objective of Siddharth et al. (2017) for any encoder/decoder graph.
+
+    Every example is drawn ``num_samples`` times (times K if a discrete variable is
+    enumerated): rows are copies of the batch.  With log-weights
+    ``log w = sum of log q(v | ...)`` over the variables *observed* for that example
+    (zero for an unsupervised one; w = q(y, z | x) / q(z | x, y) for a supervised y) and
+    averaging weights ``a`` (uniform over samples; q(y = k | x) over an enumerated y),
+
+      weighted:  L = sum_s softmax(log a + log w)_s [log p(x, y, z_s) - log q(y, z_s | x)]
+                     + (1 + alpha) log q^(y | x)
+      iw:        L = log sum_s a_s w_s p(x, y, z_s) / q(y, z_s | x) + alpha log q^(y | x)
+
+    with log q^(y | x) = log sum_s a_s w_s, the importance-sampled estimate of log q(y | x),
+    which is zero for unsupervised examples.  For an unsupervised example the weighted
+    variant is the ordinary ELBO log p - log q averaged over samples (or summed under
+    q(y | x) over an enumerated y: M2's U(x)); one formula, no branching on labels.
+
+    Args:
+      encode: ``encode(q, x)`` draws the recognition model's variables into trace q.
+      decode: ``decode(p, x)`` draws/scores the generative model's variables into p
+        (conditioned on q) and ``observe``s x.
+      x: ``[batch, ...]`` data.
+      supervision: ``{name: (value [batch, ...], mask bool [batch])}``.
+      num_samples: S >= 1.
+      alpha: weight of the classifier term.
+      variant: ``"weighted"`` (the paper's estimator) or ``"iw"`` (log-mean-exp).
+      enumerate: ``(name, K)`` to sum a discrete variable out exactly instead of relaxing it.
+      temperature: Concrete temperature of relaxed discrete variables.
+
+    Returns:
+      dict of ``[batch]`` tensors: ``bound``, ``classification`` (log q^(y | x)),
+      ``supervised`` (bool: some variable observed), ``log_likelihood`` (the weighted
+      log-density of observed data), plus the traces ``q`` and ``p`` (rows = copies x batch).
+    """
+    if int(num_samples) < 1:
+        raise ValueError(f"num_samples: expected S >= 1, received {num_samples}")
+    if variant not in VARIANTS:
+        raise ValueError(f"variant: expected one of {VARIANTS}, received {variant!r}")
+    supervision = dict(supervision or {})
+
+    samples = int(num_samples)
+    values = int(enumerate[1]) if enumerate else 1
+    copies = values * samples
+    batch = tf.shape(x)[0]
+    for name, (value, mask) in supervision.items():
+        if tf.convert_to_tensor(mask).shape.rank != 1:
+            raise ValueError(f"mask of {name!r}: expected shape [batch], received {tf.convert_to_tensor(mask).shape}")
+    rows = {name: (_tile_rows(value, copies), _tile_rows(mask, copies)) for name, (value, mask) in supervision.items()}
+    enumeration = None
+    if enumerate:
+        # Copy c = k * S + s holds value k of the enumerated variable.
+        enumeration = (enumerate[0], tf.repeat(tf.range(values), samples * batch))
+
+    q = graph.Trace(supervision=rows, temperature=temperature, enumeration=enumeration)
+    x_rows = _tile_rows(x, copies)
+    encode(q, x_rows)
+    for name in supervision:
+        if name not in q:
+            raise ValueError(f"supervised variable {name!r} is never drawn by the encoder; drawn: {list(q.records)}")
+    if enumerate and enumerate[0] not in q:
+        raise ValueError(f"enumerate: variable {enumerate[0]!r} is never drawn by the encoder")
+    p = graph.Trace(conditioned_on=q, temperature=temperature)
+    decode(p, x_rows)
+    for name in supervision:
+        if name not in p:
+            raise ValueError(f"supervised variable {name!r} is absent from the decoder; drawn: {list(p.records)}")
+
+    def grid(t):
+        return tf.reshape(t, [copies, batch])
+
+    zeros = tf.zeros([copies * batch])
+    log_q, log_p = grid(q.log_prob_sum()), grid(p.log_prob_sum())
+    log_w = grid(tf.add_n([zeros] + [
+        tf.where(r.observed, r.log_prob, 0.0) for r in q.records.values() if r.observed is not None
+    ]))
+    log_a = tf.fill([copies, batch], -math.log(copies))
+    if enumerate:
+        record = q.records[enumerate[0]]
+        latent = tf.ones_like(zeros, tf.bool) if record.observed is None else tf.logical_not(record.observed)
+        log_a = tf.where(grid(latent), grid(record.log_prob) - math.log(samples), log_a)
+    observed_data = p.log_prob_sum(kinds=("observed",))
+    observed_data = grid(zeros if observed_data is None else observed_data)
+
+    classification = tf.reduce_logsumexp(log_a + log_w, axis=0)
+    weights = tf.nn.softmax(log_a + log_w, axis=0)
+    if variant == "weighted":
+        bound = tf.reduce_sum(weights * (log_p - log_q), axis=0) + (1.0 + alpha) * classification
+    else:
+        bound = tf.reduce_logsumexp(log_a + log_w + log_p - log_q, axis=0) + alpha * classification
+    masks = [mask for _, mask in supervision.values()]
+    supervised = tf.reduce_any(tf.stack(masks), axis=0) if masks else tf.zeros([batch], tf.bool)
+    return {
+        "bound": bound,
+        "classification": classification,
+        "supervised": supervised,
+        "log_likelihood": tf.reduce_sum(weights * observed_data, axis=0),
+        "q": q,
+        "p": p,
+    }

@@ -87,7 +87,7 @@ _CHUNK = 4096
 
 # Side of the square window around each sprite centre that render evaluates; see
 # _render_chunk for why 25 pixels always hold the whole sprite.
-_WINDOW = 25
+_WINDOW = 24
 _COS = np.cos(ORIENTATION_VALUES).astype(np.float32)
 _SIN = np.sin(ORIENTATION_VALUES).astype(np.float32)
 
@@ -454,7 +454,9 @@ def sprites_builder():
     (the feature names of TFDS's own ``dsprites``). Set the class attribute
     ``MAX_EXAMPLES`` in a subclass to generate only the first examples.
     """
-    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel
+    import tensorflow_datasets as tfds
+    from etils import epath  # a dependency of tensorflow_datasets
 
     keys = ("shape", "scale", "orientation", "x_position", "y_position")
 
@@ -464,6 +466,10 @@ def sprites_builder():
         VERSION = tfds.core.Version("1.0.0")
         RELEASE_NOTES = {"1.0.0": "First release."}
         MAX_EXAMPLES = None  # None: all 737,280 combinations
+        # TFDS looks for metadata files (README, checksums) in the package of the
+        # module that defines a builder; pin it here so that subclasses defined in a
+        # plain module (a script, a test file) still work.
+        pkg_dir_path = epath.Path(os.path.dirname(os.path.abspath(__file__)))
 
         def _info(self):
             features = {"image": tfds.features.Image(shape=IMAGE_SHAPE,

@@ -2,15 +2,16 @@
 from tfssvae.models.base import GenerativeModel
 from tfssvae.models.m1 import M1, M1M2
 from tfssvae.models.m2 import M2
+from tfssvae.models.ssdgm import SSDGM, SSDGMMnist, SSDGMSvhn
 
-MODELS = {"m1": M1, "m2": M2, "m1m2": M1M2}
+MODELS = {"m1": M1, "m2": M2, "m1m2": M1M2, "ssdgm_mnist": SSDGMMnist, "ssdgm_svhn": SSDGMSvhn}
 
 
 def model_class(name):
-    """The model class registered under ``name`` (``"m1"``, ``"m2"``, ``"m1m2"``)."""
+    """The model class registered under ``name`` (a key of ``MODELS``)."""
     if name not in MODELS:
         raise ValueError(f"model: expected one of {sorted(MODELS)}, received {name!r}")
     return MODELS[name]
 
 
-__all__ = ["GenerativeModel", "M1", "M1M2", "M2", "MODELS", "model_class"]
+__all__ = ["GenerativeModel", "M1", "M1M2", "M2", "MODELS", "SSDGM", "SSDGMMnist", "SSDGMSvhn", "model_class"]
