@@ -74,11 +74,10 @@ def random_instances():
         for k in (2, 3, 4, 5, 7, 10):
             for p in (0.0, 0.001, k / n, 1e3):
                 cases.append((n, k, p, "cascade" if (n + k) % 2 else "biased"))
-    for n in (100, 256):
-        for k in (2, 3, 10):
-            for p in (0.0, 0.001, k / n, 1e3):
-                for kind in ("cascade", "biased"):
-                    cases.append((n, k, p, kind))
+    for n, k, kind in ((100, 2, "biased"), (100, 3, "cascade"), (100, 10, "biased"),
+                       (256, 2, "cascade"), (256, 3, "biased"), (256, 10, "cascade")):
+        for p in (0.0, 0.001, k / n, 1e3):
+            cases.append((n, k, p, kind))
     return cases
 
 

@@ -450,5 +450,4 @@ def _cancel_cycle(cycle, gains, d):
         if tail < k and head < k:
             members = np.flatnonzero(d == tail)
             moves.append((members[np.argmin(gains[members, head])], head))
-    for example, value in moves:
-        d[example] = value
+

@@ -87,7 +87,7 @@ _CHUNK = 4096
 
 # Side of the square window around each sprite centre that render evaluates; see
 # _render_chunk for why 25 pixels always hold the whole sprite.
-_WINDOW = 24
+_WINDOW = 25
 _COS = np.cos(ORIENTATION_VALUES).astype(np.float32)
 _SIN = np.sin(ORIENTATION_VALUES).astype(np.float32)
 
@@ -274,10 +274,10 @@ def _render_chunk(factors, out):
     """
     window = np.arange(_WINDOW)
     for shape in range(len(SHAPE_NAMES)):
-        rows = np.flatnonzero(factors[:, 0] == shape)
-        if rows.size == 0:
+        picked = np.flatnonzero(factors[:, 0] == shape)
+        if picked.size == 0:
             continue
-        f = factors[rows]
+        f = factors[picked]
         # Per-example parameters as [n, 1, 1] so they broadcast over the window.
         scale = (SCALE_VALUES[f[:, 1]] * _HALF_SIZE).astype(np.float32)[:, None, None]
         cos = _COS[f[:, 2]][:, None, None]
@@ -288,16 +288,16 @@ def _render_chunk(factors, out):
         # Canvas columns [n, 1, 25] and rows [n, 25, 1] of each example's window.
         cols = (np.floor(centre_col).astype(np.int64) - _WINDOW // 2)[:, None, None]
         cols = cols + window[None, None, :]
-        rows_px = (np.floor(centre_row).astype(np.int64) - _WINDOW // 2)[:, None, None]
-        rows_px = rows_px + window[None, :, None]
+        rows = (np.floor(centre_row).astype(np.int64) - _WINDOW // 2)[:, None, None]
+        rows = rows + window[None, :, None]
         # Offsets of pixel centres from the sprite centre: dx to the right, dy upwards
         # (image rows grow downwards; flipping them keeps rotation counter-clockwise).
         dx = (cols + 0.5 - centre_col[:, None, None]).astype(np.float32)
-        dy = (centre_row[:, None, None] - rows_px - 0.5).astype(np.float32)
+        dy = (centre_row[:, None, None] - rows - 0.5).astype(np.float32)
         # Rotate by -orientation and divide by scale: pixel -> sprite frame [n, 25, 25].
         u = (cos * dx + sin * dy) / scale
         v = (cos * dy - sin * dx) / scale
-        out[rows[:, None, None], rows_px, cols] = _inside(shape, u, v)
+        out[picked[:, None, None], rows, cols] = _inside(shape, u, v)
 
 
 def render(factors):
