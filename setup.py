@@ -33,6 +33,7 @@ setuptools.setup(
             "tfssvae-train=binaries.train:run",
             "tfssvae-evaluate=binaries.evaluate:run",
             "tfssvae-export=binaries.export:run",
+            "tfssvae-figures=binaries.figures:run",
         ]
     },
 )

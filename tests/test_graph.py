@@ -61,6 +61,7 @@ def test_a_chain_with_two_partly_supervised_variables_trains(variant):
     supervision = {"y": (y, y_mask), "c": (c, c_mask)}
     optimizer = keras.optimizers.Adam(1e-2)
 
+    @tf.function
     def loss():
         result = objectives.partially_supervised_bound(model.encode, model.decode, x, supervision,
                                                        num_samples=3, alpha=1.0, variant=variant)

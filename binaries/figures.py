@@ -1,0 +1,57 @@
+r"""Writes class/style PNG grids and analogies from an exported SavedModel.
+
+  python -m binaries.figures --saved_model=saved_models/ssdgm_mnist/1 --dataset=digits --output_dir=figures
+"""
+import os
+import sys
+
+from absl import app, flags, logging
+
+flags.DEFINE_string("saved_model", None, "A SavedModel with 'encode' and 'generate' signatures (M2, ssdgm).")
+flags.DEFINE_string("dataset", "digits", "Source of the real images used for analogies.")
+flags.DEFINE_string("data_dir", None, "TFDS data directory for 'tfds:' sources.")
+flags.DEFINE_string("output_dir", "figures", "Where the PNGs go.")
+flags.DEFINE_integer("num_styles", 8, "Rows of the class/style grid.")
+flags.DEFINE_integer("num_analogies", 8, "Test images in the analogy grid.")
+flags.DEFINE_integer("seed", 0, "Seed of the styles drawn from the prior.")
+flags.mark_flag_as_required("saved_model")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    import tensorflow as tf
+
+    from tfssvae import data as data_lib
+    from tfssvae import figures
+
+    loaded = tf.saved_model.load(FLAGS.saved_model)
+    signature = loaded.signatures["generate"].structured_input_signature[1]
+    if "labels" not in signature:
+        print("tfssvae-figures: error: the model's generate signature takes no class labels; "
+              "class/style figures need a model with a class (m2, m1m2, ssdgm_*)", file=sys.stderr)
+        sys.exit(2)
+    latent_dim = signature["latent"].shape[-1]
+    num_classes = loaded.signatures["classify"].structured_outputs["probabilities"].shape[-1]
+
+    def generate(labels, latent):
+        return loaded.signatures["generate"](labels=tf.constant(labels), latent=tf.constant(latent))["images"].numpy()
+
+    def encode(images):
+        return loaded.signatures["encode"](images=tf.constant(images))["mean"].numpy()
+
+    os.makedirs(FLAGS.output_dir, exist_ok=True)
+    grid = figures.class_style_grid(generate, num_classes, latent_dim, FLAGS.num_styles, FLAGS.seed)
+    print(figures.save_png(os.path.join(FLAGS.output_dir, "class_style.png"), figures.tile(grid)))
+    images = data_lib.load_source(FLAGS.dataset, FLAGS.data_dir).test_images[:FLAGS.num_analogies]
+    grid = figures.analogies(encode, generate, images, num_classes)
+    print(figures.save_png(os.path.join(FLAGS.output_dir, "analogies.png"), figures.tile(grid)))
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

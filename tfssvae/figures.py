@@ -1,0 +1,55 @@
+"""PNG figures of class/style disentanglement, from any model exported with ``generate`` and ``encode``.
+
+Siddharth et al. (2017) show two kinds of grid: the class fixed along a column while the
+style z varies down it, and analogies, where the style of a real image is kept and the
+class is swapped.  Both need only the SavedModel's ``encode`` (images -> mean) and
+``generate`` (labels, latent -> images) signatures, so they work for M2 and ssdgm models.
+"""
+import numpy as np
+from PIL import Image
+
+
+def tile(images, pad=1):
+    """``[rows, cols, H, W, C]`` floats in [0, 1] -> a uint8 ``[rows * (H + pad) + pad, cols * (W + pad) + pad, C]`` mosaic."""
+    images = np.asarray(images, np.float32)
+    if images.ndim != 5:
+        raise ValueError(f"images: expected [rows, cols, height, width, channels], received shape {images.shape}")
+    rows, cols, height, width, channels = images.shape
+    canvas = np.ones((rows * (height + pad) + pad, cols * (width + pad) + pad, channels), np.float32)
+    for r in range(rows):
+        for c in range(cols):
+            top, left = pad + r * (height + pad), pad + c * (width + pad)
+            canvas[top:top + height, left:left + width] = images[r, c]
+    return np.round(np.clip(canvas, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def save_png(path, mosaic, scale=4):
+    """Writes a uint8 ``[H, W, C]`` mosaic, enlarged ``scale`` times (small digits are hard to see)."""
+    image = Image.fromarray(mosaic[..., 0] if mosaic.shape[-1] == 1 else mosaic)
+    image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    image.save(path)
+    return path
+
+
+def class_style_grid(generate, num_classes, latent_dim, num_styles=8, seed=0):
+    """Rows: ``num_styles`` styles z ~ N(0, I); columns: the classes.  Returns ``[styles, classes, H, W, C]``.
+
+    ``generate(labels int32 [n], latent float32 [n, latent_dim])`` returns images ``[n, H, W, C]``.
+    """
+    latent = np.random.default_rng(seed).standard_normal((num_styles, latent_dim)).astype(np.float32)
+    labels = np.tile(np.arange(num_classes, dtype=np.int32), num_styles)
+    images = np.asarray(generate(labels, np.repeat(latent, num_classes, axis=0)))
+    return images.reshape(num_styles, num_classes, *images.shape[1:])
+
+
+def analogies(encode, generate, images, num_classes):
+    """Row i: the real image i, then its style (posterior mean z) rendered as every class.
+
+    Returns ``[len(images), 1 + num_classes, H, W, C]``.
+    """
+    images = np.asarray(images, np.float32)
+    style = np.asarray(encode(images))
+    labels = np.tile(np.arange(num_classes, dtype=np.int32), len(images))
+    swapped = np.asarray(generate(labels, np.repeat(style, num_classes, axis=0)))
+    swapped = swapped.reshape(len(images), num_classes, *images.shape[1:])
+    return np.concatenate([images[:, None], swapped], axis=1)
