@@ -360,7 +360,7 @@ def _condensed_costs(cheapest, counts, p):
     costs[:k, :k] = cheapest
     costs[:k, k] = p * counts  # a -> t: the next unused parallel arc of value a
     # t -> a: undo the last used parallel arc of a, possible only if a has examples.
-    costs[k, :k] = np.where(counts > 0, -p * (counts - 1), np.inf)
+    costs[k, :k] = np.where(counts > 0, -p * counts, np.inf)
     return costs
 
 
@@ -450,4 +450,5 @@ def _cancel_cycle(cycle, gains, d):
         if tail < k and head < k:
             members = np.flatnonzero(d == tail)
             moves.append((members[np.argmin(gains[members, head])], head))
-
+    for example, value in moves:
+        d[example] = value
