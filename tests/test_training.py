@@ -25,8 +25,11 @@ def tiny_model():
     return models.M2(SHAPE, 4, latent_dim=2, hidden_units=(8,))
 
 
-CONFIG = training.TrainConfig(epochs=2, batch_size=10, labelled_batch_size=4, learning_rate=1e-3,
-                              checkpoint_every=2, log_every=1, verbose=1)
+CONFIG = training.TrainConfig(epochs=2, learning_rate=1e-3, checkpoint_every=2, log_every=1, verbose=1)
+
+
+def batches_of(images, labels, labelled):
+    return data_lib.SemiSupervisedSource(images, labels, labelled, batch_size=10, labelled_batch_size=4, seed=0)
 
 
 def weights_of(model):
@@ -35,7 +38,7 @@ def weights_of(model):
 
 def test_train_writes_checkpoints_summaries_and_a_summary(tmp_path):
     images, labels, labelled = tiny_problem()
-    summary = training.train(tiny_model(), images, labels, labelled, str(tmp_path), CONFIG,
+    summary = training.train(tiny_model(), batches_of(images, labels, labelled), str(tmp_path), CONFIG,
                              validation=(images[:8], labels[:8]))
     steps_per_epoch = data_lib.steps_per_epoch(40, 10, 4)
     assert summary["steps"] == 2 * steps_per_epoch
@@ -50,38 +53,39 @@ def test_rerun_restores_exactly_and_continues_from_the_saved_step(tmp_path, caps
     images, labels, labelled = tiny_problem()
     one_epoch = training.TrainConfig(**{**CONFIG.__dict__, "epochs": 1})
     first = tiny_model()
-    done = training.train(first, images, labels, labelled, str(tmp_path), one_epoch)
+    done = training.train(first, batches_of(images, labels, labelled), str(tmp_path), one_epoch)
     trained = weights_of(first)
 
     # A fresh model given the same directory restores the very same weights.
     again = tiny_model()
     assert not all(np.array_equal(a, b) for a, b in zip(trained, weights_of(again)))
-    training.train(again, images, labels, labelled, str(tmp_path), one_epoch)
+    training.train(again, batches_of(images, labels, labelled), str(tmp_path), one_epoch)
     assert all(np.array_equal(a, b) for a, b in zip(trained, weights_of(again)))
     assert "already finished" in capsys.readouterr().out
 
     # Asking for more epochs continues from the saved step.
-    more = training.train(tiny_model(), images, labels, labelled, str(tmp_path), CONFIG)
+    more = training.train(tiny_model(), batches_of(images, labels, labelled), str(tmp_path), CONFIG)
     assert f"at step {done['steps']}" in capsys.readouterr().out
     assert more["steps"] == 2 * done["steps"]
 
 
 def test_a_killed_run_resumes_mid_epoch(tmp_path, monkeypatch, capsys):
     images, labels, labelled = tiny_problem()
-    real_batches = data_lib.semi_supervised_batches
+    batches = batches_of(images, labels, labelled)
+    real_epoch = batches.epoch
 
-    def dies_after_three_batches(*args, **kwargs):
-        for index, batch in enumerate(real_batches(*args, **kwargs)):
+    def dies_after_three_batches(epoch, skip_steps=0):
+        for index, batch in enumerate(real_epoch(epoch, skip_steps)):
             if index == 3:
                 raise KeyboardInterrupt("killed")
             yield batch
 
-    monkeypatch.setattr(training.data_lib, "semi_supervised_batches", dies_after_three_batches)
+    monkeypatch.setattr(batches, "epoch", dies_after_three_batches)
     with pytest.raises(KeyboardInterrupt):
-        training.train(tiny_model(), images, labels, labelled, str(tmp_path), CONFIG)
-    monkeypatch.setattr(training.data_lib, "semi_supervised_batches", real_batches)
+        training.train(tiny_model(), batches, str(tmp_path), CONFIG)
+    monkeypatch.setattr(batches, "epoch", real_epoch)
 
-    summary = training.train(tiny_model(), images, labels, labelled, str(tmp_path), CONFIG)
+    summary = training.train(tiny_model(), batches_of(images, labels, labelled), str(tmp_path), CONFIG)
     # checkpoint_every=2: the run died after step 3, so the last checkpoint holds step 2.
     assert "at step 2" in capsys.readouterr().out
     assert summary["steps"] == 2 * data_lib.steps_per_epoch(40, 10, 4)
@@ -92,7 +96,7 @@ def test_divergence_stops_with_a_clear_error(tmp_path):
     model = tiny_model()
     model.classification_weight = float("nan")  # the first loss is NaN
     with pytest.raises(FloatingPointError, match="diverged at step 1"):
-        training.train(model, images, labels, labelled, str(tmp_path), CONFIG)
+        training.train(model, batches_of(images, labels, labelled), str(tmp_path), CONFIG)
     assert os.listdir(tmp_path / "checkpoints")
 
 
@@ -100,15 +104,14 @@ def test_non_finite_images_are_refused_before_training(tmp_path):
     images, labels, labelled = tiny_problem()
     images[3, 1, 1, 0] = np.inf
     with pytest.raises(ValueError, match="non-finite"):
-        training.train(tiny_model(), images, labels, labelled, str(tmp_path), CONFIG)
+        training.train(tiny_model(), batches_of(images, labels, labelled), str(tmp_path), CONFIG)
 
 
 @pytest.mark.parametrize(
     "changes, match",
     [
         ({"epochs": 0}, "epochs"),
-        ({"batch_size": 0}, "batch_size"),
-        ({"labelled_batch_size": 10}, "labelled_batch_size"),
+        ({"checkpoint_every": 0}, "checkpoint_every"),
         ({"learning_rate": -1.0}, "learning_rate"),
     ],
 )
@@ -120,5 +123,5 @@ def test_bad_config_is_a_value_error(changes, match):
 def test_xla_compiled_steps_train(tmp_path):
     images, labels, labelled = tiny_problem()
     config = training.TrainConfig(**{**CONFIG.__dict__, "epochs": 1, "jit_compile": True})
-    summary = training.train(tiny_model(), images, labels, labelled, str(tmp_path), config)
+    summary = training.train(tiny_model(), batches_of(images, labels, labelled), str(tmp_path), config)
     assert np.isfinite(summary["final_losses"]["loss"])

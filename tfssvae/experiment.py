@@ -107,21 +107,20 @@ def run(settings):
                    "settings": dataclasses.asdict(settings)}, f, indent=2, default=str)
 
     config = training.TrainConfig(
-        epochs=settings.epochs, batch_size=settings.batch_size, labelled_batch_size=labelled_batch_size,
-        learning_rate=settings.learning_rate, seed=settings.seed, jit_compile=settings.jit_compile,
+        epochs=settings.epochs, learning_rate=settings.learning_rate, jit_compile=settings.jit_compile,
         checkpoint_every=settings.checkpoint_every, verbose=settings.verbose,
     )
+    batches = data_lib.SemiSupervisedSource(train_images, train_labels, labelled, settings.batch_size,
+                                            labelled_batch_size, settings.seed)
     validation = (source.train_images[val_idx], source.train_labels[val_idx])
     if isinstance(model, models.M1M2):
         # Stage 1: M1 alone (the VAE learns from every image); stage 2: M2 on the frozen M1.
         m1_config = dataclasses.replace(config, epochs=settings.m1_epochs)
-        training.train(model.m1, train_images, train_labels, labelled, os.path.join(model_dir, "m1"), m1_config)
+        training.train(model.m1, batches, os.path.join(model_dir, "m1"), m1_config)
         model.freeze_m1()
-        summary = training.train(
-            model, train_images, train_labels, labelled, os.path.join(model_dir, "m2"), config, validation
-        )
+        summary = training.train(model, batches, os.path.join(model_dir, "m2"), config, validation)
     else:
-        summary = training.train(model, train_images, train_labels, labelled, model_dir, config, validation)
+        summary = training.train(model, batches, model_dir, config, validation)
 
     test_error = metrics.classification_error(model, source.test_images, source.test_labels)
     results = {

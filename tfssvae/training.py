@@ -1,7 +1,7 @@
 """The one training loop: tf.function steps, checkpoints with resume, TensorBoard, progress.
 
 ``train`` runs ``model.train_step`` (the same step ``model.fit`` uses) inside
-``tf.function`` (optionally XLA-compiled) over semi-supervised batches.  A checkpoint
+``tf.function`` (optionally XLA-compiled) over the batches of a batch source.  A checkpoint
 of the model, the optimizer and the global step is written every
 ``checkpoint_every`` steps and at the end of every epoch; calling ``train`` again with
 the same ``model_dir`` restores it and continues with exactly the batches that were
@@ -16,49 +16,36 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfssvae import data as data_lib
 from tfssvae import metrics
 
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Settings of one training run.
-
-    ``batch_size`` counts every example in a batch, of which ``labelled_batch_size``
-    carry their label; an epoch is one pass over all training images as unlabelled data.
-    """
+    """Settings of the training loop itself (batch composition belongs to the batch source)."""
 
     epochs: int = 10
-    batch_size: int = 100
-    labelled_batch_size: int = 50
     learning_rate: float = 3e-4
-    seed: int = 0
     jit_compile: bool = False
     checkpoint_every: int = 1000
     log_every: int = 50
     verbose: int = 1
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "checkpoint_every", "log_every"):
+        for name in ("epochs", "checkpoint_every", "log_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}: expected a positive integer, received {getattr(self, name)}")
-        if not 0 <= self.labelled_batch_size < self.batch_size:
-            raise ValueError(
-                f"labelled_batch_size: expected 0 <= labelled_batch_size < batch_size ({self.batch_size}), "
-                f"received {self.labelled_batch_size}"
-            )
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate: expected a positive number, received {self.learning_rate}")
 
 
-def train(model, images, labels, labelled_indices, model_dir, config, validation=None):
+def train(model, batches, model_dir, config, validation=None):
     """Trains ``model`` (a ``GenerativeModel``), resuming from ``model_dir`` if it holds a checkpoint.
 
     Args:
       model: the model; compiled here with Adam unless it already has an optimizer.
-      images: float32 ``[num_examples, *input_shape]``, all training images.
-      labels: int ``[num_examples]``; only those at ``labelled_indices`` are shown to the model.
-      labelled_indices: int ``[num_labelled]``.
+      batches: a batch source (``data.SemiSupervisedSource``, ``data.GroupedSource``):
+        ``steps_per_epoch``, ``examples_per_step`` and ``epoch(epoch, skip_steps)`` giving
+        that epoch's ``tf.data.Dataset`` of batch dicts, the same for the same epoch.
       model_dir: directory for checkpoints (``checkpoints/``), TensorBoard events
         (``tensorboard/``) and ``train_summary.json``.
       config: a ``TrainConfig``.
@@ -83,7 +70,7 @@ def train(model, images, labels, labelled_indices, model_dir, config, validation
         if config.verbose:
             print(f"Resuming from {manager.latest_checkpoint} at step {int(step.numpy())}.")
 
-    steps_per_epoch = data_lib.steps_per_epoch(len(images), config.batch_size, config.labelled_batch_size)
+    steps_per_epoch = batches.steps_per_epoch
     total_steps = config.epochs * steps_per_epoch
     summary_path = os.path.join(model_dir, "train_summary.json")
     if int(step.numpy()) >= total_steps and os.path.exists(summary_path):
@@ -92,7 +79,8 @@ def train(model, images, labels, labelled_indices, model_dir, config, validation
         with open(summary_path) as f:
             return json.load(f)
 
-    train_fn = tf.function(model.train_step, jit_compile=config.jit_compile)
+    # reduce_retracing: grouped batches with variable group sizes change the batch length.
+    train_fn = tf.function(model.train_step, jit_compile=config.jit_compile, reduce_retracing=True)
     writer = tf.summary.create_file_writer(os.path.join(model_dir, "tensorboard", "train"))
     validation_writer = tf.summary.create_file_writer(os.path.join(model_dir, "tensorboard", "validation"))
     first_epoch, skip = divmod(int(step.numpy()), steps_per_epoch)
@@ -101,10 +89,6 @@ def train(model, images, labels, labelled_indices, model_dir, config, validation
 
     for epoch in range(first_epoch, config.epochs):
         model.reset_metrics()
-        batches = data_lib.semi_supervised_batches(
-            images, labels, labelled_indices, config.batch_size, config.labelled_batch_size,
-            seed=config.seed, epoch=epoch, skip_steps=skip,
-        )
         progress = keras.utils.Progbar(
             steps_per_epoch, verbose=config.verbose, stateful_metrics=list(model.loss_names) + ["error"],
             unit_name="step",
@@ -113,7 +97,7 @@ def train(model, images, labels, labelled_indices, model_dir, config, validation
             print(f"Epoch {epoch + 1}/{config.epochs}")
         progress.update(skip)
         tick = time.perf_counter()
-        for batch in batches:
+        for batch in batches.epoch(epoch, skip):
             logs = {name: float(value) for name, value in train_fn(batch).items()}
             step.assign_add(1)
             current = int(step.numpy())
@@ -148,7 +132,7 @@ def train(model, images, labels, labelled_indices, model_dir, config, validation
     writer.flush()
     validation_writer.flush()
 
-    examples = timed_steps * config.batch_size
+    examples = timed_steps * batches.examples_per_step
     summary = {
         "steps": int(step.numpy()),
         "epochs": config.epochs,

@@ -4,6 +4,7 @@ tf.data pipelines that mix labelled and unlabelled examples.
 Batches are dicts ``{"x": float32 [batch, height, width, channels], "y": int32
 [batch], "y_mask": bool [batch]}``; ``y_mask`` marks which labels are observed.
 """
+from tfssvae.data.pipeline import SemiSupervisedSource
 from tfssvae.data.pipeline import evaluation_batches
 from tfssvae.data.pipeline import semi_supervised_batches
 from tfssvae.data.pipeline import steps_per_epoch
@@ -22,6 +23,7 @@ __all__ = [
     "balanced_labelled_indices",
     "validation_split",
     "semi_supervised_batches",
+    "SemiSupervisedSource",
     "evaluation_batches",
     "steps_per_epoch",
 ]

@@ -186,3 +186,22 @@ def evaluation_batches(images, labels, batch_size):
     dataset = tf.data.Dataset.from_tensor_slices(
         {"x": images, "y": labels, "y_mask": np.ones(labels.shape, bool)})
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+class SemiSupervisedSource:
+    """The training-loop view of ``semi_supervised_batches``: sizes known up front, one call per epoch.
+
+    ``training.train`` asks a source for ``steps_per_epoch``, ``examples_per_step`` and
+    ``epoch(epoch, skip_steps)``; grouped data (``data.groups.GroupedSource``) answers the same.
+    """
+
+    def __init__(self, images, labels, labelled_indices, batch_size, labelled_batch_size, seed):
+        self.images, self.labels, self.labelled_indices = images, labels, labelled_indices
+        self.batch_size, self.labelled_batch_size, self.seed = batch_size, labelled_batch_size, seed
+        self.steps_per_epoch = steps_per_epoch(len(images), batch_size, labelled_batch_size)
+        self.examples_per_step = batch_size
+
+    def epoch(self, epoch, skip_steps=0):
+        return semi_supervised_batches(self.images, self.labels, self.labelled_indices, self.batch_size,
+                                       self.labelled_batch_size, seed=self.seed, epoch=epoch,
+                                       skip_steps=skip_steps)
