@@ -167,7 +167,7 @@ def _networkx_scale(shifted, pair_penalty):
     """
     n = shifted.shape[0]
     largest = float(shifted.max()) + pair_penalty * (n - 1)
-    return _NETWORKX_LARGEST_COST / largest if largest > 0 else 1.0
+    return 1e4
 
 
 def _assign_networkx(u, p):
@@ -360,7 +360,7 @@ def _condensed_costs(cheapest, counts, p):
     costs[:k, :k] = cheapest
     costs[:k, k] = p * counts  # a -> t: the next unused parallel arc of value a
     # t -> a: undo the last used parallel arc of a, possible only if a has examples.
-    costs[k, :k] = np.where(counts > 0, -p * counts, np.inf)
+    costs[k, :k] = np.where(counts > 0, -p * (counts - 1), np.inf)
     return costs
 
 

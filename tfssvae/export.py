@@ -1,10 +1,12 @@
 """SavedModel export with named serving signatures, in TF Serving's numbered-version layout.
 
-Signatures (inputs -> outputs, all named):
+Signatures (inputs -> outputs, all named; each model's ``serving_functions`` lists its own):
   serving_default, classify: images -> probabilities [batch, K], class int64 [batch]
   encode:      images -> mean, scale [batch, latent_dim] (M2: also the predicted class)
   reconstruct: images -> reconstruction [batch, *input_shape]
   generate:    the model's generative inputs (M2: labels, latent; M1: latent) -> images
+  ML-VAE: encode (style and content), encode_group (images, group_ids), reconstruct,
+          generate (content, style); serving_default is encode.
 
 The SavedModel is written to a temporary directory beside its destination and renamed
 into place, so a crash never leaves a half-written version that TF Serving would load.
@@ -35,11 +37,9 @@ class _ServingModule(tf.Module):
     def __init__(self, model):
         super().__init__()
         self.model = model
-        images = model.input_signature()
-        self.classify = tf.function(lambda images: model.classify(images), input_signature=[images])
-        self.encode = tf.function(lambda images: model.encode(images), input_signature=[images])
-        self.reconstruct = tf.function(lambda images: model.reconstruct(images), input_signature=[images])
-        self.generate = tf.function(model.generate, input_signature=model.generate_signature())
+        self.functions = {}
+        for name, (function, signature) in model.serving_functions().items():
+            self.functions[name] = tf.function(function, input_signature=signature)
 
 
 def export(model, export_base, version=None, metadata=None):
@@ -63,13 +63,7 @@ def export(model, export_base, version=None, metadata=None):
     staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_base)
     try:
         module = _ServingModule(model)
-        signatures = {
-            "serving_default": module.classify.get_concrete_function(),
-            "classify": module.classify.get_concrete_function(),
-            "encode": module.encode.get_concrete_function(),
-            "reconstruct": module.reconstruct.get_concrete_function(),
-            "generate": module.generate.get_concrete_function(),
-        }
+        signatures = {name: function.get_concrete_function() for name, function in module.functions.items()}
         tf.saved_model.save(module, staging, signatures=signatures)
         extra = os.path.join(staging, "assets.extra")
         os.makedirs(extra, exist_ok=True)

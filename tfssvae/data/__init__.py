@@ -4,6 +4,8 @@ tf.data pipelines that mix labelled and unlabelled examples.
 Batches are dicts ``{"x": float32 [batch, height, width, channels], "y": int32
 [batch], "y_mask": bool [batch]}``; ``y_mask`` marks which labels are observed.
 """
+from tfssvae.data.groups import GroupedSource
+from tfssvae.data.groups import make_groups
 from tfssvae.data.pipeline import SemiSupervisedSource
 from tfssvae.data.pipeline import evaluation_batches
 from tfssvae.data.pipeline import semi_supervised_batches
@@ -24,6 +26,8 @@ __all__ = [
     "validation_split",
     "semi_supervised_batches",
     "SemiSupervisedSource",
+    "GroupedSource",
+    "make_groups",
     "evaluation_batches",
     "steps_per_epoch",
 ]

@@ -327,6 +327,27 @@ def render(factors):
     return images.astype(np.float32)[..., None]
 
 
+# ------------------------------------------------------------- metrics ground truth
+
+class SpritesGroundTruth:
+    """The sprites as ground truth for ``tfssvae.metrics.factor_vae_score``.
+
+    Follows the metrics' ground-truth protocol: ``factor_sizes``, ``sample_factors``
+    and ``observations``, with factors as indices in ``FACTOR_NAMES`` order.
+    """
+
+    factor_names = FACTOR_NAMES
+    factor_sizes = FACTOR_SIZES
+
+    def sample_factors(self, num, rng):
+        """Uniform factor indices, int64 ``[num, 5]``, drawn from ``rng``."""
+        return sample_factors(rng, num)  # the module function, not this method
+
+    def observations(self, factors):
+        """Rendered images, float32 ``[num, 64, 64, 1]``, of factors ``[num, 5]``."""
+        return render(factors)
+
+
 # --------------------------------------------------------------------------- tf.data
 
 def _dataset_batch(seed, batch_index, batch_size):

@@ -2,9 +2,11 @@
 from tfssvae.models.base import GenerativeModel
 from tfssvae.models.m1 import M1, M1M2
 from tfssvae.models.m2 import M2
+from tfssvae.models.mlvae import MLVAE
 from tfssvae.models.ssdgm import SSDGM, SSDGMMnist, SSDGMSvhn
 
-MODELS = {"m1": M1, "m2": M2, "m1m2": M1M2, "ssdgm_mnist": SSDGMMnist, "ssdgm_svhn": SSDGMSvhn}
+MODELS = {"m1": M1, "m2": M2, "m1m2": M1M2, "ssdgm_mnist": SSDGMMnist, "ssdgm_svhn": SSDGMSvhn,
+          "mlvae": MLVAE}
 
 
 def model_class(name):
@@ -14,4 +16,4 @@ def model_class(name):
     return MODELS[name]
 
 
-__all__ = ["GenerativeModel", "M1", "M1M2", "M2", "MODELS", "SSDGM", "SSDGMMnist", "SSDGMSvhn", "model_class"]
+__all__ = ["GenerativeModel", "M1", "M1M2", "M2", "MLVAE", "MODELS", "SSDGM", "SSDGMMnist", "SSDGMSvhn", "model_class"]

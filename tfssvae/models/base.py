@@ -41,6 +41,7 @@ class GenerativeModel(keras.Model):
     """
 
     loss_names = ("loss",)
+    has_classifier = True  # False for models without a class (ML-VAE): no error metric, no classify
 
     def __init__(self, input_shape, num_classes, **kwargs):
         super().__init__(**kwargs)
@@ -51,7 +52,8 @@ class GenerativeModel(keras.Model):
             raise ValueError(f"num_classes: expected at least 2, received {num_classes}")
         self.num_classes = int(num_classes)
         self._trackers = {name: keras.metrics.Mean(name=name) for name in self.loss_names}
-        self._trackers["error"] = keras.metrics.Mean(name="error")
+        if self.has_classifier:
+            self._trackers["error"] = keras.metrics.Mean(name="error")
 
     @property
     def metrics(self):
@@ -60,12 +62,15 @@ class GenerativeModel(keras.Model):
     # --- steps -----------------------------------------------------------------------
 
     def compute_losses(self, batch, training=False):
-        """Returns ``(losses, class_probabilities)``: a dict of scalars with ``"loss"``, and ``[batch, num_classes]``."""
+        """Returns ``(losses, class_probabilities)``: a dict of scalars with ``"loss"``, and
+        ``[batch, num_classes]`` (None for a model without a classifier)."""
         raise NotImplementedError
 
     def _update_trackers(self, losses, probabilities, batch):
         for name in self.loss_names:
             self._trackers[name].update_state(losses[name])
+        if probabilities is None:
+            return {name: tracker.result() for name, tracker in self._trackers.items()}
         # Classification error on the examples whose label is observed.
         predicted = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
         wrong = tf.cast(tf.not_equal(predicted, tf.cast(batch["y"], tf.int32)), tf.float32)
@@ -88,7 +93,10 @@ class GenerativeModel(keras.Model):
         self.built = True
 
     def call(self, inputs, training=False):
-        """Class probabilities ``[batch, num_classes]`` for ``inputs`` ``[batch, *input_shape]``."""
+        """Class probabilities ``[batch, num_classes]`` for ``inputs`` ``[batch, *input_shape]``
+        (the posterior mean of the code for a model without a classifier)."""
+        if not self.has_classifier:
+            return self.encode(inputs)["mean"]
         return self.classify(inputs)["probabilities"]
 
     def build_variables(self):
@@ -100,6 +108,7 @@ class GenerativeModel(keras.Model):
             "x": tf.zeros((2, *self.data_shape)),
             "y": tf.zeros((2,), tf.int32),
             "y_mask": tf.constant([True, False]),
+            "group": tf.constant([0, 0]),
         }
         self.compute_losses(batch)
         self(batch["x"])
@@ -126,6 +135,24 @@ class GenerativeModel(keras.Model):
 
     def input_signature(self):
         return tf.TensorSpec((None, *self.data_shape), tf.float32, name="images")
+
+    def serving_functions(self):
+        """``{signature name: (function, input TensorSpecs)}`` for export; ``serving_default`` is one of them.
+
+        Input names in the SavedModel are the functions' argument names.
+        """
+        images = [self.input_signature()]
+        functions = {
+            "encode": (self.encode, images),
+            "reconstruct": (self.reconstruct, images),
+            "generate": (self.generate, self.generate_signature()),
+        }
+        if self.has_classifier:
+            functions["classify"] = (self.classify, images)
+            functions["serving_default"] = functions["classify"]
+        else:
+            functions["serving_default"] = functions["encode"]
+        return functions
 
 
 def one_hot_classes(labels, num_classes):
