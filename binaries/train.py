@@ -38,6 +38,16 @@ flags.DEFINE_enum("variant", _DEFAULTS.variant, ["weighted", "iw"],
 flags.DEFINE_enum("discrete", _DEFAULTS.discrete, ["enumerate", "relax"],
                   "ssdgm: sum the latent class out exactly or sample it from the Concrete relaxation.")
 flags.DEFINE_float("temperature", _DEFAULTS.temperature, "ssdgm: Concrete temperature.")
+flags.DEFINE_integer("content_dim", _DEFAULTS.content_dim, "mlvae: size of the group content.")
+flags.DEFINE_integer("style_dim", _DEFAULTS.style_dim, "mlvae: size of the per-observation style.")
+flags.DEFINE_integer("groups_per_batch", _DEFAULTS.groups_per_batch, "mlvae: groups in a batch.")
+flags.DEFINE_integer("group_size", _DEFAULTS.group_size, "mlvae: members of a group (largest, if variable).")
+flags.DEFINE_bool("variable_group_sizes", _DEFAULTS.variable_group_sizes, "mlvae: group sizes drawn from 1..K.")
+flags.DEFINE_enum("group_method", _DEFAULTS.group_method, ["product", "average", "geometric"],
+                  "mlvae: how member posteriors combine into the group content.")
+flags.DEFINE_bool("include_prior", _DEFAULTS.include_prior, "mlvae: the prior as one more factor of the group.")
+flags.DEFINE_bool("content_per_observation", _DEFAULTS.content_per_observation,
+                  "mlvae: sample the group content once per member instead of once per group.")
 flags.DEFINE_integer("latent_dim", _DEFAULTS.latent_dim, "Size of the continuous latent.")
 flags.DEFINE_list("hidden_units", [str(h) for h in _DEFAULTS.hidden_units], "Hidden layer widths.")
 flags.DEFINE_string("activation", _DEFAULTS.activation, "Hidden activation.")

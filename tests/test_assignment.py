@@ -7,11 +7,31 @@ precisions of the solvers (networkx: costs rounded at about 1e-12 of the largest
 cycles cancelled down to 1e-12 of the cost scale).
 """
 import itertools
+import signal
 
 import numpy as np
 import pytest
 
 from tfssvae.assignment import SOLVERS, assign, objective
+
+
+@pytest.fixture(autouse=True)
+def fail_instead_of_hanging():
+    """A solver that stops making progress would loop forever: fail the test after 120 s."""
+    if not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def give_up(signum, frame):
+        raise TimeoutError("the solver did not finish within 120 s (an endless loop?)")
+
+    previous = signal.signal(signal.SIGALRM, give_up)
+    signal.alarm(120)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def brute_force_optimum(u, p):

@@ -167,7 +167,7 @@ def _networkx_scale(shifted, pair_penalty):
     """
     n = shifted.shape[0]
     largest = float(shifted.max()) + pair_penalty * (n - 1)
-    return 1e4
+    return _NETWORKX_LARGEST_COST / largest if largest > 0 else 1.0
 
 
 def _assign_networkx(u, p):

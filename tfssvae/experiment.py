@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from tfssvae import data as data_lib
 from tfssvae import export as export_lib
-from tfssvae import metrics, models, training
+from tfssvae import evaluation, metrics, models, training
 
 
 @dataclasses.dataclass
@@ -38,6 +38,14 @@ class Settings:
     variant: str = "weighted"  # ssdgm: "weighted" (the paper's estimator) or "iw" (log-mean-exp)
     discrete: str = "enumerate"  # ssdgm: latent class summed out ("enumerate") or Concrete ("relax")
     temperature: float = 0.66  # ssdgm: Concrete temperature
+    content_dim: int = 10  # mlvae
+    style_dim: int = 10  # mlvae
+    groups_per_batch: int = 16  # mlvae: groups G in a batch
+    group_size: int = 5  # mlvae: members K of a group (the largest with variable sizes)
+    variable_group_sizes: bool = False  # mlvae: group sizes drawn from 1..K
+    group_method: str = "product"  # mlvae: "product", "average" or "geometric"
+    include_prior: bool = False  # mlvae: the prior as one more factor of the group posterior
+    content_per_observation: bool = False  # mlvae: sample group content per member, not per group
     latent_dim: int = 50
     hidden_units: tuple = (500,)
     activation: str = "softplus"
@@ -69,6 +77,12 @@ def build_model(settings, input_shape, num_classes, num_examples):
         return models.M1(input_shape, num_classes, latent_dim=settings.latent_dim, **common)
     if model_class is models.M2:
         return models.M2(input_shape, num_classes, latent_dim=settings.latent_dim, **common, **semi_supervised)
+    if model_class is models.MLVAE:
+        return models.MLVAE(
+            input_shape, num_classes, content_dim=settings.content_dim, style_dim=settings.style_dim,
+            group_method=settings.group_method, include_prior=settings.include_prior,
+            content_per_observation=settings.content_per_observation, **common,
+        )
     if issubclass(model_class, models.SSDGM):
         return model_class(
             input_shape, num_classes, latent_dim=settings.latent_dim, gamma=settings.gamma,
@@ -81,35 +95,18 @@ def build_model(settings, input_shape, num_classes, num_examples):
     )
 
 
-def run(settings):
-    """Runs ``settings`` end to end and returns the metrics dict also written to ``metrics.json``."""
-    models.model_class(settings.model)  # an unknown model fails before any data is loaded
-    keras.utils.set_random_seed(settings.seed)
-    source = data_lib.load_source(settings.dataset, settings.data_dir)
-
+def _train_semi_supervised(settings, model, source, model_dir, config):
+    """Label split, mixed batches, training (two stages for M1+M2); returns the results so far."""
     validation_size = settings.validation_size
     if validation_size < 0:
         validation_size = min(5000, len(source.train_labels) // 10)
     train_idx, val_idx = data_lib.validation_split(source.train_labels, validation_size, settings.seed)
     train_images, train_labels = source.train_images[train_idx], source.train_labels[train_idx]
-    labelled = data_lib.balanced_labelled_indices(
-        train_labels, settings.num_labels, source.num_classes, settings.seed
-    )
+    labelled = data_lib.balanced_labelled_indices(train_labels, settings.num_labels, source.num_classes,
+                                                  settings.seed)
     labelled_batch_size = settings.labelled_batch_size
     if labelled_batch_size < 0:
         labelled_batch_size = min(settings.batch_size // 2, settings.num_labels)
-
-    model = build_model(settings, source.image_shape, source.num_classes, len(train_images))
-    model_dir = settings.model_dir or default_model_dir(settings)
-    os.makedirs(model_dir, exist_ok=True)
-    with open(os.path.join(model_dir, "model.json"), "w") as f:
-        json.dump({"model": settings.model, "config": model.get_config(),
-                   "settings": dataclasses.asdict(settings)}, f, indent=2, default=str)
-
-    config = training.TrainConfig(
-        epochs=settings.epochs, learning_rate=settings.learning_rate, jit_compile=settings.jit_compile,
-        checkpoint_every=settings.checkpoint_every, verbose=settings.verbose,
-    )
     batches = data_lib.SemiSupervisedSource(train_images, train_labels, labelled, settings.batch_size,
                                             labelled_batch_size, settings.seed)
     validation = (source.train_images[val_idx], source.train_labels[val_idx])
@@ -121,14 +118,42 @@ def run(settings):
         summary = training.train(model, batches, os.path.join(model_dir, "m2"), config, validation)
     else:
         summary = training.train(model, batches, model_dir, config, validation)
+    return summary, {
+        "num_labels": settings.num_labels,
+        "test_error": metrics.classification_error(model, source.test_images, source.test_labels),
+        "validation_error": summary["validation_error"],
+    }
 
-    test_error = metrics.classification_error(model, source.test_images, source.test_labels)
+
+def _train_grouped(settings, model, source, model_dir, config):
+    """Groups by the training labels, training, and the ML-VAE evaluation on test data."""
+    batches = data_lib.GroupedSource(source.train_images, source.train_labels, settings.groups_per_batch,
+                                     settings.group_size, settings.seed, settings.variable_group_sizes)
+    summary = training.train(model, batches, model_dir, config)
+    return summary, evaluation.mlvae_report(model, source, settings.seed)
+
+
+def run(settings):
+    """Runs ``settings`` end to end and returns the metrics dict also written to ``metrics.json``."""
+    models.model_class(settings.model)  # an unknown model fails before any data is loaded
+    keras.utils.set_random_seed(settings.seed)
+    source = data_lib.load_source(settings.dataset, settings.data_dir)
+    model = build_model(settings, source.image_shape, source.num_classes, len(source.train_images))
+    model_dir = settings.model_dir or default_model_dir(settings)
+    os.makedirs(model_dir, exist_ok=True)
+    with open(os.path.join(model_dir, "model.json"), "w") as f:
+        json.dump({"model": settings.model, "config": model.get_config(),
+                   "settings": dataclasses.asdict(settings)}, f, indent=2, default=str)
+    config = training.TrainConfig(
+        epochs=settings.epochs, learning_rate=settings.learning_rate, jit_compile=settings.jit_compile,
+        checkpoint_every=settings.checkpoint_every, verbose=settings.verbose,
+    )
+    train = _train_semi_supervised if model.has_classifier else _train_grouped
+    summary, measured = train(settings, model, source, model_dir, config)
     results = {
         "model": settings.model,
         "dataset": settings.dataset,
-        "num_labels": settings.num_labels,
-        "test_error": test_error,
-        "validation_error": summary["validation_error"],
+        **measured,
         "train_examples_per_second": summary["train_examples_per_second"],
         "steps": summary["steps"],
         "epochs": settings.epochs,
@@ -141,11 +166,10 @@ def run(settings):
     with open(os.path.join(model_dir, "metrics.json"), "w") as f:
         json.dump(results, f, indent=2)
     if settings.verbose:
-        print(
-            f"\n{settings.model} on {settings.dataset} with {settings.num_labels} labels: "
-            f"test error {100 * test_error:.2f} %, "
-            f"{results['train_examples_per_second'] or float('nan'):.0f} training examples/s"
-        )
+        shown = {k: v for k, v in results.items() if k not in ("model", "dataset", "export_path")}
+        print(f"\n{settings.model} on {settings.dataset}: {json.dumps(shown)}")
+        if "test_error" in results:
+            print(f"Test error: {100 * results['test_error']:.2f} % with {settings.num_labels} labels")
         if settings.export:
             print(f"SavedModel: {results['export_path']}")
         print(f"Metrics: {os.path.join(model_dir, 'metrics.json')}")

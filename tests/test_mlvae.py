@@ -1,0 +1,112 @@
+"""ML-VAE: groups of mixed sizes train with gradients everywhere; test-time grouping; the grouped batcher."""
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfssvae import data as data_lib
+from tfssvae import experiment, models
+
+SHAPE = (8, 8, 1)
+
+
+def tiny_mlvae(**kwargs):
+    keras.utils.set_random_seed(0)
+    return models.MLVAE(SHAPE, 10, content_dim=3, style_dim=2, hidden_units=(16,), **kwargs)
+
+
+def mixed_size_batch():
+    """Groups of sizes 1, 3 and 7, rows shuffled so the segment ids are unsorted."""
+    rng = np.random.default_rng(0)
+    ids = np.repeat([0, 1, 2], [1, 3, 7]).astype("int32")
+    prototypes = rng.uniform(size=(3, *SHAPE))
+    x = (rng.uniform(size=(11, *SHAPE)) < prototypes[ids]).astype("float32")
+    order = rng.permutation(11)
+    return {"x": tf.constant(x[order]), "group": tf.constant(ids[order])}
+
+
+@pytest.mark.parametrize("options", [{}, {"content_per_observation": True, "include_prior": True}])
+def test_groups_of_sizes_1_3_7_train_and_every_encoder_gets_gradient(options):
+    model = tiny_mlvae(**options)
+    batch = mixed_size_batch()
+    with tf.GradientTape() as tape:
+        losses, _ = model.compute_losses(batch, training=True)
+    encoder_variables = model.content_encoder.trainable_variables + model.style_encoder.trainable_variables
+    gradients = tape.gradient(losses["loss"], encoder_variables)
+    assert all(g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in gradients)
+
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    history = model.fit(tf.data.Dataset.from_tensors(batch).repeat(60), epochs=1, verbose=0)
+    before = float(losses["loss"])
+    after = np.mean([float(model.compute_losses(batch)[0]["loss"]) for _ in range(10)])
+    assert after < before - 1.0, (before, after, history.history["loss"])
+
+
+def test_group_encoding_is_the_product_of_single_encodings():
+    model = tiny_mlvae()
+    x = np.random.default_rng(1).uniform(size=(5, *SHAPE)).astype("float32")
+    single = model.encode(x)
+    grouped = model.encode_group(x, tf.constant([1, 0, 1, 1, 0]))
+    for group, members in ((0, [1, 4]), (1, [0, 2, 3])):
+        precision = np.sum(single["content_scale"].numpy()[members] ** -2.0, axis=0)
+        loc = np.sum(single["content_mean"].numpy()[members] * single["content_scale"].numpy()[members] ** -2.0,
+                     axis=0) / precision
+        np.testing.assert_allclose(grouped["content_mean"][group], loc, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(grouped["content_scale"][group], precision ** -0.5, rtol=1e-4)
+
+
+def test_grouped_source_batches():
+    source = data_lib.load_source("digits")
+    batches = data_lib.GroupedSource(source.train_images, source.train_labels, groups_per_batch=4,
+                                     group_size=5, seed=3)
+    first = list(batches.epoch(0).take(3).as_numpy_iterator())
+    for batch in first:
+        assert batch["x"].shape == (20, *SHAPE) and not batch["y_mask"].any()
+        for group in range(4):
+            rows = batch["group"] == group
+            assert rows.sum() == 5 and len(np.unique(batch["y"][rows])) == 1  # one class per group
+    assert not np.array_equal(first[0]["group"], np.repeat(np.arange(4), 5))  # rows shuffled
+    resumed = next(batches.epoch(0, skip_steps=2).as_numpy_iterator())
+    np.testing.assert_array_equal(resumed["x"], first[2]["x"])
+    again = next(batches.epoch(0).as_numpy_iterator())
+    np.testing.assert_array_equal(again["x"], first[0]["x"])
+
+    variable = data_lib.GroupedSource(source.train_images, source.train_labels, 4, 5, seed=3, variable_sizes=True)
+    sizes = [np.bincount(b["group"]) for b in variable.epoch(1).as_numpy_iterator()]
+    assert len(sizes) == variable.steps_per_epoch
+    assert min(s.min() for s in sizes) >= 1 and max(s.max() for s in sizes) <= 5
+    assert len({s for batch in sizes for s in batch}) > 1
+
+    with pytest.raises(ValueError, match="groups_per_batch"):
+        data_lib.GroupedSource(source.train_images[:30], source.train_labels[:30], 10, 5, seed=0)
+    with pytest.raises(ValueError, match="group_column"):
+        data_lib.GroupedSource(source.train_images, source.train_labels[:5], 4, 5, seed=0)
+
+
+def test_mlvae_runs_end_to_end_with_metrics_and_export(tmp_path):
+    settings = experiment.Settings(model="mlvae", dataset="digits", epochs=1, content_dim=3, style_dim=2,
+                                   hidden_units=(16,), groups_per_batch=8, group_size=4, verbose=0,
+                                   model_dir=str(tmp_path / "m"), export_dir=str(tmp_path / "x"))
+    results = experiment.run(settings)
+    assert results == json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert 0 <= results["content_probe_accuracy"] <= 1 and 0 <= results["style_probe_accuracy"] <= 1
+    assert set(results["test_elbo_per_observation"]) == {"1", "2", "5", "10", "20"}
+    assert set(results["n_shot_accuracy"]) == {"1", "5", "10"}
+    loaded = tf.saved_model.load(results["export_path"])
+    assert sorted(loaded.signatures) == ["encode", "encode_group", "generate", "reconstruct", "serving_default"]
+    out = loaded.signatures["encode_group"](images=tf.zeros([3, *SHAPE]), group_ids=tf.constant([0, 1, 1]))
+    assert out["content_mean"].shape == (2, 3)
+    assert loaded.signatures["generate"](content=tf.zeros([2, 3]), style=tf.zeros([2, 2]))["images"].shape == (2, *SHAPE)
+    assert os.path.exists(os.path.join(results["export_path"], "saved_model.pb"))
+
+
+@pytest.mark.parametrize("ids, match", [
+    ([0, 1], "segment_ids"), ([0, -1, 1, 1, 0], "negative"), ([0.0, 1.0, 1.0, 0.0, 0.0], "integer"),
+])
+def test_bad_group_ids_are_value_errors(ids, match):
+    model = tiny_mlvae()
+    with pytest.raises(ValueError, match=match):
+        model.encode_group(np.zeros((5, *SHAPE), "float32"), tf.constant(ids))

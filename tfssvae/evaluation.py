@@ -1,0 +1,80 @@
+"""Evaluation of trained models, built from the array-level metrics in ``metrics.py``.
+
+``mlvae_report`` runs the ML-VAE evaluation of Bouchacourt et al. (2018): linear probes
+of content and style, the test bound against the size of test-time groups, and n-shot
+classification of unseen groups by their accumulated content.
+"""
+import numpy as np
+import tensorflow as tf
+
+from tfssvae import data as data_lib
+from tfssvae import metrics
+
+
+def _batched(function, images, batch_size=1000):
+    """Applies ``function`` (images -> dict of arrays) over batches and concatenates each output."""
+    parts = [function(tf.constant(images[i:i + batch_size])) for i in range(0, len(images), batch_size)]
+    return {key: np.concatenate([p[key].numpy() for p in parts]) for key in parts[0]}
+
+
+def mlvae_report(model, source, seed=0, group_sizes=(1, 2, 5, 10, 20), shots=(1, 5, 10), probe_examples=10000,
+                 groups_per_batch=50, repeats=5):
+    """Content/style probes, test bound per observation against group size, n-shot accuracy.
+
+    Args:
+      model: a trained ``models.MLVAE``.
+      source: a ``data.DataSource``; its labels define groups and probe targets, its test
+        split is never seen in training.
+      probe_examples: training examples the probes learn from.
+      repeats: random draws of the n-shot support sets.
+
+    Returns:
+      dict: ``content_probe_accuracy``, ``style_probe_accuracy`` (single observations, no
+      test-time grouping), ``test_elbo_per_observation`` {group size: nats},
+      ``n_shot_accuracy`` {shots: accuracy} (keys are strings, as in metrics.json).
+    """
+    rng = np.random.default_rng(seed)
+    encode = tf.function(model.encode)
+    train = rng.permutation(len(source.train_images))[:probe_examples]
+    train_codes = _batched(encode, source.train_images[train])
+    test_codes = _batched(encode, source.test_images)
+    report = {}
+    for part in ("content", "style"):
+        report[f"{part}_probe_accuracy"] = metrics.linear_probe_accuracy(
+            train_codes[f"{part}_mean"], source.train_labels[train],
+            test_codes[f"{part}_mean"], source.test_labels)
+
+    losses = tf.function(lambda batch: model.compute_losses(batch)[0]["loss"], reduce_retracing=True)
+    elbo = {}
+    for size in group_sizes:
+        groups = data_lib.make_groups(source.test_labels, size, rng)
+        per_group = []
+        for start in range(0, len(groups), groups_per_batch):
+            chosen = groups[start:start + groups_per_batch]
+            ids = np.concatenate([np.full(len(g), i, np.int32) for i, g in enumerate(chosen)])
+            batch = {"x": source.test_images[np.concatenate(chosen)], "group": ids}
+            per_group.append(float(losses(batch)) * len(chosen))
+        # The loss is minus the bound per group; a group holds `size` observations.
+        elbo[str(size)] = -float(np.sum(per_group)) / (len(groups) * size)
+    report["test_elbo_per_observation"] = elbo
+
+    encode_group = tf.function(model.encode_group, reduce_retracing=True)
+    accuracy = {}
+    for n in shots:
+        scores = []
+        for _ in range(repeats):
+            support, support_ids = [], []
+            for label in range(source.num_classes):
+                members = rng.permutation(np.flatnonzero(source.test_labels == label))[:n]
+                support.append(members)
+                support_ids.append(np.full(len(members), label, np.int32))
+            support = np.concatenate(support)
+            prototypes = encode_group(tf.constant(source.test_images[support]),
+                                      tf.constant(np.concatenate(support_ids)))["content_mean"].numpy()
+            queries = np.setdiff1d(np.arange(len(source.test_images)), support)
+            scores.append(metrics.nearest_prototype_accuracy(
+                prototypes, np.arange(source.num_classes), test_codes["content_mean"][queries],
+                source.test_labels[queries]))
+        accuracy[str(n)] = float(np.mean(scores))
+    report["n_shot_accuracy"] = accuracy
+    return report
