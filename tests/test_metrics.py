@@ -320,9 +320,21 @@ def blobs(n, seed, num_classes=3, dims=5, spread=10.0):
 def test_linear_probe_on_separable_data_is_near_one():
     train, train_labels = blobs(300, 0)
     test, test_labels = blobs(300, 1)
-    train[:, 0] *= 1e4  # standardisation makes the scale irrelevant
-    test[:, 0] *= 1e4
     assert metrics.linear_probe_accuracy(train, train_labels, test, test_labels) > 0.98
+
+
+def test_linear_probe_standardises_features():
+    # Only feature 0 carries the label, at a scale of 1e-4; without standardisation
+    # the L2 penalty on its huge weight would leave the probe near chance.
+    rng = np.random.default_rng(5)
+
+    def data(n):
+        labels = rng.integers(0, 2, size=n)
+        features = rng.normal(size=(n, 4))
+        features[:, 0] = 1e-4 * (4.0 * labels + rng.normal(size=n))
+        return features, labels
+
+    assert metrics.linear_probe_accuracy(*data(300), *data(300)) > 0.95
 
 
 def test_linear_probe_on_random_labels_is_near_chance():

@@ -102,7 +102,7 @@ class MLVAE(GenerativeModel):
 
     def compute_losses(self, batch, training=False):
         x = as_input(batch["x"], self.data_shape, "x")
-        group_ids = tf.cast(batch["group"], tf.int32)
+        group_ids = batch["group"]
         content_loc, content_scale, q_style = self.observation_codes(x, training)
         group_loc, group_scale = self.group_content(content_loc, content_scale, group_ids)
         q_content = _normal(group_loc, group_scale)
@@ -146,7 +146,7 @@ class MLVAE(GenerativeModel):
         ``content_mean``/``content_scale`` [num_groups, content_dim] with num_groups = max id + 1."""
         images = as_input(images, self.data_shape)
         content_loc, content_scale, _ = self.observation_codes(images)
-        loc, scale = self.group_content(content_loc, content_scale, tf.cast(group_ids, tf.int32))
+        loc, scale = self.group_content(content_loc, content_scale, group_ids)
         return {"content_mean": loc, "content_scale": scale}
 
     def reconstruct(self, images):
