@@ -163,6 +163,18 @@ def test_ties_are_still_optimal():
     assert sorted(np.bincount(d, minlength=3)) == [3, 3, 4]
 
 
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("cheaper", [0, 1])
+def test_differences_far_below_the_cost_scale_are_resolved(solver, cheaper):
+    # The penalty (1) makes the two examples split; giving value 1 to example `cheaper`
+    # saves 1e-9, which both solvers resolve (about 1e-12 of the largest cost).  Both
+    # orders, so that a solver that saw a tie could not pass by its tie-breaking.
+    u = np.zeros((2, 2))
+    u[cheaper, 1], u[1 - cheaper, 1] = 1e-9, 2e-9
+    expected = [1, 0] if cheaper == 0 else [0, 1]
+    assert assign(u, 1.0, solver=solver).tolist() == expected
+
+
 def test_large_offsets_and_scales_do_not_change_the_optimum():
     rng = np.random.default_rng(6)
     u = unaries_like_cascade_vae(rng, 60, 4)
@@ -200,7 +212,8 @@ BAD_UNARIES = [
     (np.zeros((0, 3)), "batch smaller than one.*n = 0"),
     (np.zeros((4, 1)), "discrete size below 2.*k = 1"),
     ([["a", "b"], ["c", "d"]], "numeric"),
-    (np.array([[0.0, np.nan], [np.inf, 1.0], [0.0, 0.0]]), "finite, received 2 NaN or inf.*\\(0, 1\\), \\(1, 0\\)"),
+    (np.array([[0.0, np.nan], [np.inf, 1.0], [0.0, 0.0]]),
+     "finite, received 2 NaN or inf.*\\(0, 1\\), \\(1, 0\\)"),
     (np.array([[0.0, -np.inf]]), "finite, received 1 NaN or inf"),
 ]
 

@@ -238,9 +238,11 @@ def _assign_fast(u, p):
       a -> t   p * c_a         (value a receives one more example: its next parallel arc)
       t -> a   -p * (c_a - 1)  (value a gives up one example: its last used parallel arc)
 
-    and a negative cycle exists in the full residual graph iff one exists in this
-    condensed graph (a simple condensed cycle visits each value once, so the examples it
-    moves are distinct and it is realised exactly by moving them).  The loop below ends
+    (of the parallel sink arcs only the cheapest residual one in each direction matters;
+    the others cost more).  A negative cycle exists in the full residual graph iff one
+    exists in this condensed graph: any full cycle maps onto a condensed closed walk that
+    costs no more, and a simple condensed cycle visits each value once, so the examples
+    it moves are distinct and it is realised exactly by moving them.  The loop below ends
     only when Bellman-Ford finds no cycle cheaper than ``-tol``, which certifies optimality.
     Every step strictly lowers the objective by more than ``tol``, so it terminates.
 
