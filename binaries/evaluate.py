@@ -1,46 +1,93 @@
-r"""Evaluates an exported SavedModel: test classification error through its serving signature.
+r"""Evaluates a trained model.
 
+  # classifiers (m1, m2, m1m2, ssdgm_*): test error through the SavedModel's classify signature
   python -m binaries.evaluate --saved_model=saved_models/m2/1 --dataset=digits
+  # ML-VAE: probes, test bound against group size, n-shot accuracy, and PNG figures
+  python -m binaries.evaluate --model_dir=runs/mlvae_digits_100labels_seed0 --dataset=digits --output_dir=figures
 """
 import json
+import os
 import sys
 
 import numpy as np
 from absl import app, flags, logging
 
-flags.DEFINE_string("saved_model", None, "A SavedModel version directory written by tfssvae.")
+flags.DEFINE_string("saved_model", None, "A SavedModel version directory written by tfssvae (classifiers).")
+flags.DEFINE_string("model_dir", None, "A training run's model directory (any model; ML-VAE needs this).")
 flags.DEFINE_string("dataset", "digits", "Data source whose test split is evaluated.")
 flags.DEFINE_string("data_dir", None, "TFDS data directory for 'tfds:' sources.")
+flags.DEFINE_string("output_dir", None, "Where figures go (ML-VAE); default <model_dir>/figures.")
 flags.DEFINE_integer("batch_size", 1000, "Evaluation batch size.")
-flags.mark_flag_as_required("saved_model")
+flags.DEFINE_integer("seed", 0, "Seed of the evaluation's random choices.")
 FLAGS = flags.FLAGS
+
+
+def fail(message):
+    print(f"tfssvae-evaluate: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def evaluate_saved_model(source):
+    import tensorflow as tf
+
+    classify = tf.saved_model.load(FLAGS.saved_model).signatures["classify"]
+    expected = tuple(classify.structured_input_signature[1]["images"].shape[1:])
+    if expected != source.image_shape:
+        fail(f"the model takes images of shape {expected}, {FLAGS.dataset} has {source.image_shape}")
+    predicted = np.concatenate([
+        classify(images=tf.constant(source.test_images[i:i + FLAGS.batch_size]))["class"].numpy()
+        for i in range(0, len(source.test_images), FLAGS.batch_size)
+    ])
+    return {"saved_model": FLAGS.saved_model, "test_examples": len(predicted),
+            "test_error": float(np.mean(predicted != source.test_labels))}
+
+
+def evaluate_run(source):
+    from tfssvae import evaluation, export, figures, metrics
+
+    name, model = export.restore_run(FLAGS.model_dir)
+    if model.data_shape != source.image_shape:
+        fail(f"the model takes images of shape {model.data_shape}, {FLAGS.dataset} has {source.image_shape}")
+    if model.has_classifier:
+        return {"model_dir": FLAGS.model_dir, "model": name,
+                "test_error": metrics.classification_error(model, source.test_images, source.test_labels)}
+    report = {"model_dir": FLAGS.model_dir, "model": name,
+              **evaluation.mlvae_report(model, source, FLAGS.seed)}
+    output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, "figures")
+    os.makedirs(output_dir, exist_ok=True)
+
+    def encode(images):
+        code = model.encode(images)
+        return code["content_mean"].numpy(), code["style_mean"].numpy()
+
+    def generate(content, style):
+        return model.generate(content, style)["images"].numpy()
+
+    rng = np.random.default_rng(FLAGS.seed)
+    # One test image of each of the first eight classes: content differs along rows and columns.
+    picks = [rng.choice(np.flatnonzero(source.test_labels == c)) for c in range(min(8, source.num_classes))]
+    images = source.test_images[picks]
+    report["figures"] = [
+        figures.save_png(os.path.join(output_dir, "swap.png"), figures.tile(figures.swap_grid(encode, generate, images))),
+        figures.save_png(os.path.join(output_dir, "interpolation.png"),
+                         figures.tile(figures.interpolation(encode, generate, images[0], images[1]))),
+    ]
+    return report
 
 
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
-    import tensorflow as tf
-
     from tfssvae import data as data_lib
 
+    if (FLAGS.saved_model is None) == (FLAGS.model_dir is None):
+        fail("give exactly one of --saved_model and --model_dir")
     try:
         source = data_lib.load_source(FLAGS.dataset, FLAGS.data_dir)
+        report = evaluate_saved_model(source) if FLAGS.saved_model else evaluate_run(source)
     except ValueError as error:
-        print(f"tfssvae-evaluate: error: {error}", file=sys.stderr)
-        sys.exit(2)
-    classify = tf.saved_model.load(FLAGS.saved_model).signatures["classify"]
-    expected = tuple(classify.structured_input_signature[1]["images"].shape[1:])
-    if expected != source.image_shape:
-        print(f"tfssvae-evaluate: error: the model takes images of shape {expected}, "
-              f"{FLAGS.dataset} has {source.image_shape}", file=sys.stderr)
-        sys.exit(2)
-    predicted = np.concatenate([
-        classify(images=tf.constant(source.test_images[i:i + FLAGS.batch_size]))["class"].numpy()
-        for i in range(0, len(source.test_images), FLAGS.batch_size)
-    ])
-    error = float(np.mean(predicted != source.test_labels))
-    print(json.dumps({"saved_model": FLAGS.saved_model, "dataset": FLAGS.dataset,
-                      "test_examples": len(predicted), "test_error": error}))
+        fail(error)
+    print(json.dumps({"dataset": FLAGS.dataset, **report}, indent=2))
 
 
 def run():

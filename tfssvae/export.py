@@ -77,9 +77,9 @@ def export(model, export_base, version=None, metadata=None):
     return destination
 
 
-def export_run(model_dir, export_dir="saved_models"):
-    """Rebuilds the model of a training run from its ``model.json``, restores its latest
-    checkpoint and exports it to ``export_dir/<model>/<next version>``; returns the path."""
+def restore_run(model_dir):
+    """Rebuilds the model of a training run from its ``model.json`` and restores its latest
+    checkpoint; returns ``(model name, model)``."""
     description = os.path.join(model_dir, "model.json")
     if not os.path.exists(description):
         raise ValueError(f"model_dir: {model_dir} has no model.json; is it a tfssvae training directory?")
@@ -92,5 +92,11 @@ def export_run(model_dir, export_dir="saved_models"):
         latest = tf.train.latest_checkpoint(directory)
         if latest:
             tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
-            return export(model, os.path.join(export_dir, run["model"]))
+            return run["model"], model
     raise ValueError(f"model_dir: no checkpoint found in {model_dir}")
+
+
+def export_run(model_dir, export_dir="saved_models"):
+    """Exports the latest checkpoint of a training run to ``export_dir/<model>/<next version>``."""
+    name, model = restore_run(model_dir)
+    return export(model, os.path.join(export_dir, name))

@@ -53,3 +53,32 @@ def analogies(encode, generate, images, num_classes):
     swapped = np.asarray(generate(labels, np.repeat(style, num_classes, axis=0)))
     swapped = swapped.reshape(len(images), num_classes, *images.shape[1:])
     return np.concatenate([images[:, None], swapped], axis=1)
+
+
+def swap_grid(encode, generate, images):
+    """Content from the row's image, style from the column's (ML-VAE).
+
+    ``encode(images)`` returns ``(content, style)``; ``generate(content, style)`` images.
+    Returns ``[n + 1, n + 1, H, W, C]``: the top row holds the style sources, the left
+    column the content sources, the top-left corner is blank.
+    """
+    images = np.asarray(images, np.float32)
+    n = len(images)
+    content, style = encode(images)
+    rows, cols = np.repeat(np.arange(n), n), np.tile(np.arange(n), n)
+    swapped = np.asarray(generate(content[rows], style[cols])).reshape(n, n, *images.shape[1:])
+    grid = np.zeros((n + 1, n + 1, *images.shape[1:]), np.float32)
+    grid[0, 1:], grid[1:, 0], grid[1:, 1:] = images, images, swapped
+    return grid
+
+
+def interpolation(encode, generate, first, second, steps=8):
+    """Row 0: content moves from ``first``'s to ``second``'s, style of ``first``; row 1: the
+    style moves, content of ``first``.  Returns ``[2, steps, H, W, C]``."""
+    (content, style) = encode(np.stack([first, second]).astype(np.float32))
+    t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
+    moving_content = (1 - t) * content[0] + t * content[1]
+    moving_style = (1 - t) * style[0] + t * style[1]
+    rows = [generate(moving_content, np.repeat(style[:1], steps, axis=0)),
+            generate(np.repeat(content[:1], steps, axis=0), moving_style)]
+    return np.stack([np.asarray(r) for r in rows])
