@@ -17,7 +17,8 @@ _DEFAULTS = experiment.Settings()
 flags.DEFINE_string("model", _DEFAULTS.model, f"Model family to train: one of {sorted(models.MODELS)}.")
 flags.DEFINE_string(
     "dataset", _DEFAULTS.dataset,
-    "Data source: 'digits' (embedded), 'idx:/path/to/mnist-format-dir' or 'tfds:<name>'.",
+    "Data source: 'digits' (embedded), 'idx:/path/to/mnist-format-dir', 'tfds:<name>', or 'sprites' "
+    "(procedural dSprites, for cascade_vae).",
 )
 flags.DEFINE_string("data_dir", None, "TFDS data directory for 'tfds:' sources.")
 flags.DEFINE_integer("num_labels", _DEFAULTS.num_labels, "Labelled training examples, balanced over classes.")
@@ -38,6 +39,17 @@ flags.DEFINE_enum("variant", _DEFAULTS.variant, ["weighted", "iw"],
 flags.DEFINE_enum("discrete", _DEFAULTS.discrete, ["enumerate", "relax"],
                   "ssdgm: sum the latent class out exactly or sample it from the Concrete relaxation.")
 flags.DEFINE_float("temperature", _DEFAULTS.temperature, "ssdgm: Concrete temperature.")
+flags.DEFINE_integer("discrete_size", _DEFAULTS.discrete_size, "cascade_vae: values of the discrete code.")
+flags.DEFINE_float("beta_h", _DEFAULTS.beta_h, "cascade_vae: KL weight of penalised dimensions.")
+flags.DEFINE_float("beta_l", _DEFAULTS.beta_l, "cascade_vae: KL weight of relieved dimensions.")
+flags.DEFINE_integer("relieve_every", _DEFAULTS.relieve_every, "cascade_vae: iterations between relieving dims.")
+flags.DEFINE_integer("assign_start", _DEFAULTS.assign_start, "cascade_vae: iteration the assignment starts.")
+flags.DEFINE_float("pair_penalty", _DEFAULTS.pair_penalty, "cascade_vae: cost per pair sharing a code value.")
+flags.DEFINE_enum("solver", _DEFAULTS.solver, ["fast", "networkx"], "cascade_vae: min-cost-flow solver.")
+flags.DEFINE_integer("steps_per_epoch", _DEFAULTS.steps_per_epoch, "cascade_vae: steps per epoch of endless sprites.")
+flags.DEFINE_integer("eval_samples", _DEFAULTS.eval_samples, "cascade_vae: examples for MIG / shape accuracy.")
+flags.DEFINE_list("factor_vae_votes", [str(v) for v in _DEFAULTS.factor_vae_votes],
+                  "cascade_vae: FactorVAE training and evaluation votes.")
 flags.DEFINE_integer("content_dim", _DEFAULTS.content_dim, "mlvae: size of the group content.")
 flags.DEFINE_integer("style_dim", _DEFAULTS.style_dim, "mlvae: size of the per-observation style.")
 flags.DEFINE_integer("groups_per_batch", _DEFAULTS.groups_per_batch, "mlvae: groups in a batch.")
@@ -48,7 +60,8 @@ flags.DEFINE_enum("group_method", _DEFAULTS.group_method, ["product", "average",
 flags.DEFINE_bool("include_prior", _DEFAULTS.include_prior, "mlvae: the prior as one more factor of the group.")
 flags.DEFINE_bool("content_per_observation", _DEFAULTS.content_per_observation,
                   "mlvae: sample the group content once per member instead of once per group.")
-flags.DEFINE_integer("latent_dim", _DEFAULTS.latent_dim, "Size of the continuous latent.")
+flags.DEFINE_integer("latent_dim", _DEFAULTS.latent_dim,
+                     "Size of the continuous latent (default 50; cascade_vae 6).")
 flags.DEFINE_list("hidden_units", [str(h) for h in _DEFAULTS.hidden_units], "Hidden layer widths.")
 flags.DEFINE_string("activation", _DEFAULTS.activation, "Hidden activation.")
 flags.DEFINE_enum("likelihood", _DEFAULTS.likelihood, ["bernoulli", "gaussian"], "Pixel likelihood.")
@@ -71,6 +84,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     values = {field.name: FLAGS[field.name].value for field in dataclasses.fields(experiment.Settings)}
     values["hidden_units"] = tuple(int(h) for h in values["hidden_units"])
+    values["factor_vae_votes"] = tuple(int(v) for v in values["factor_vae_votes"])
     try:
         experiment.run(experiment.Settings(**values))
     except ValueError as error:

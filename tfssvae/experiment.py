@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from tfssvae import data as data_lib
 from tfssvae import export as export_lib
+from tfssvae.data import sprites
 from tfssvae import evaluation, metrics, models, training
 
 
@@ -38,6 +39,16 @@ class Settings:
     variant: str = "weighted"  # ssdgm: "weighted" (the paper's estimator) or "iw" (log-mean-exp)
     discrete: str = "enumerate"  # ssdgm: latent class summed out ("enumerate") or Concrete ("relax")
     temperature: float = 0.66  # ssdgm: Concrete temperature
+    discrete_size: int = 3  # cascade_vae: values of the discrete code d
+    beta_h: float = 10.0  # cascade_vae: KL weight of penalised dimensions
+    beta_l: float = 0.1  # cascade_vae: KL weight of relieved dimensions
+    relieve_every: int = 20000  # cascade_vae: iterations between relieving one more dimension
+    assign_start: int = 80000  # cascade_vae: iteration from which d is learned by assignment
+    pair_penalty: float = 0.001  # cascade_vae: cost per pair of batch examples sharing d
+    solver: str = "fast"  # cascade_vae: "fast" or "networkx"
+    steps_per_epoch: int = 1000  # cascade_vae: sprites are endless; an epoch is this many steps
+    eval_samples: int = 10000  # cascade_vae: examples for MIG and shape accuracy
+    factor_vae_votes: tuple = (10000, 5000)  # cascade_vae: FactorVAE training / evaluation votes
     content_dim: int = 10  # mlvae
     style_dim: int = 10  # mlvae
     groups_per_batch: int = 16  # mlvae: groups G in a batch
@@ -46,7 +57,7 @@ class Settings:
     group_method: str = "product"  # mlvae: "product", "average" or "geometric"
     include_prior: bool = False  # mlvae: the prior as one more factor of the group posterior
     content_per_observation: bool = False  # mlvae: sample group content per member, not per group
-    latent_dim: int = 50
+    latent_dim: int | None = None  # None: the model's default (50; CascadeVAE 6)
     hidden_units: tuple = (500,)
     activation: str = "softplus"
     likelihood: str = "bernoulli"
@@ -73,10 +84,16 @@ def build_model(settings, input_shape, num_classes, num_examples):
         likelihood=settings.likelihood,
     )
     semi_supervised = dict(alpha=settings.alpha, num_examples=num_examples, num_labelled=settings.num_labels)
+    latent_dim = settings.latent_dim or 50
+    if model_class is models.CascadeVAE:
+        return models.CascadeVAE(
+            input_shape, num_classes, latent_dim=settings.latent_dim or 6, discrete_size=settings.discrete_size,
+            beta_h=settings.beta_h, beta_l=settings.beta_l, relieve_every=settings.relieve_every,
+            assign_start=settings.assign_start, pair_penalty=settings.pair_penalty, solver=settings.solver)
     if model_class is models.M1:
-        return models.M1(input_shape, num_classes, latent_dim=settings.latent_dim, **common)
+        return models.M1(input_shape, num_classes, latent_dim=latent_dim, **common)
     if model_class is models.M2:
-        return models.M2(input_shape, num_classes, latent_dim=settings.latent_dim, **common, **semi_supervised)
+        return models.M2(input_shape, num_classes, latent_dim=latent_dim, **common, **semi_supervised)
     if model_class is models.MLVAE:
         return models.MLVAE(
             input_shape, num_classes, content_dim=settings.content_dim, style_dim=settings.style_dim,
@@ -85,12 +102,12 @@ def build_model(settings, input_shape, num_classes, num_examples):
         )
     if issubclass(model_class, models.SSDGM):
         return model_class(
-            input_shape, num_classes, latent_dim=settings.latent_dim, gamma=settings.gamma,
+            input_shape, num_classes, latent_dim=latent_dim, gamma=settings.gamma,
             num_samples=settings.num_samples, variant=settings.variant, discrete=settings.discrete,
             temperature=settings.temperature, **common, **semi_supervised,
         )
     return models.M1M2(
-        input_shape, num_classes, m1_latent_dim=settings.latent_dim, m2_latent_dim=settings.latent_dim,
+        input_shape, num_classes, m1_latent_dim=latent_dim, m2_latent_dim=latent_dim,
         **common, **semi_supervised,
     )
 
@@ -133,12 +150,34 @@ def _train_grouped(settings, model, source, model_dir, config):
     return summary, evaluation.mlvae_report(model, source, settings.seed)
 
 
+def _train_sprites(settings, model, source, model_dir, config):
+    """Endless procedural sprites, then FactorVAE score, MIG and shape accuracy."""
+    del source
+    batches = sprites.SpritesSource(settings.batch_size, settings.seed, settings.steps_per_epoch)
+    summary = training.train(model, batches, model_dir, config)
+    return summary, evaluation.cascade_report(model, settings.seed, settings.eval_samples,
+                                              tuple(settings.factor_vae_votes))
+
+
 def run(settings):
     """Runs ``settings`` end to end and returns the metrics dict also written to ``metrics.json``."""
-    models.model_class(settings.model)  # an unknown model fails before any data is loaded
+    model_class = models.model_class(settings.model)  # an unknown model fails before any data is loaded
     keras.utils.set_random_seed(settings.seed)
-    source = data_lib.load_source(settings.dataset, settings.data_dir)
-    model = build_model(settings, source.image_shape, source.num_classes, len(source.train_images))
+    if (model_class is models.CascadeVAE) != (settings.dataset == "sprites"):
+        raise ValueError(f"dataset: cascade_vae trains on --dataset=sprites (procedural dSprites) and the other "
+                         f"models on image classification data; received model {settings.model!r} with "
+                         f"dataset {settings.dataset!r}")
+    if model_class is models.CascadeVAE:
+        if settings.jit_compile:
+            raise ValueError("jit_compile: cascade_vae solves its assignment on the host (tf.numpy_function), "
+                             "which XLA cannot compile; run it without --jit_compile")
+        source = None
+        model = build_model(settings, sprites.IMAGE_SHAPE, len(sprites.SHAPE_NAMES), None)
+        train = _train_sprites
+    else:
+        source = data_lib.load_source(settings.dataset, settings.data_dir)
+        model = build_model(settings, source.image_shape, source.num_classes, len(source.train_images))
+        train = _train_semi_supervised if model.has_classifier else _train_grouped
     model_dir = settings.model_dir or default_model_dir(settings)
     os.makedirs(model_dir, exist_ok=True)
     with open(os.path.join(model_dir, "model.json"), "w") as f:
@@ -148,7 +187,6 @@ def run(settings):
         epochs=settings.epochs, learning_rate=settings.learning_rate, jit_compile=settings.jit_compile,
         checkpoint_every=settings.checkpoint_every, verbose=settings.verbose,
     )
-    train = _train_semi_supervised if model.has_classifier else _train_grouped
     summary, measured = train(settings, model, source, model_dir, config)
     results = {
         "model": settings.model,

@@ -1,12 +1,13 @@
 """Model families; each a ``keras.Model`` subclass with ``train_step``/``test_step``."""
 from tfssvae.models.base import GenerativeModel
+from tfssvae.models.cascade_vae import CascadeVAE
 from tfssvae.models.m1 import M1, M1M2
 from tfssvae.models.m2 import M2
 from tfssvae.models.mlvae import MLVAE
 from tfssvae.models.ssdgm import SSDGM, SSDGMMnist, SSDGMSvhn
 
 MODELS = {"m1": M1, "m2": M2, "m1m2": M1M2, "ssdgm_mnist": SSDGMMnist, "ssdgm_svhn": SSDGMSvhn,
-          "mlvae": MLVAE}
+          "mlvae": MLVAE, "cascade_vae": CascadeVAE}
 
 
 def model_class(name):
@@ -16,4 +17,4 @@ def model_class(name):
     return MODELS[name]
 
 
-__all__ = ["GenerativeModel", "M1", "M1M2", "M2", "MLVAE", "MODELS", "SSDGM", "SSDGMMnist", "SSDGMSvhn", "model_class"]
+__all__ = ["CascadeVAE", "GenerativeModel", "M1", "M1M2", "M2", "MLVAE", "MODELS", "SSDGM", "SSDGMMnist", "SSDGMSvhn", "model_class"]
