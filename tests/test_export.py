@@ -154,7 +154,7 @@ def test_export_and_evaluate_binaries_reproduce_the_test_error(m2_run, tmp_path)
     assert f"SavedModel: {path}" in exported.stdout
     evaluated = run_binary("binaries.evaluate", f"--saved_model={path}", "--dataset=digits")
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    report = json.loads(evaluated.stdout.strip().splitlines()[-1])
+    report = json.loads(evaluated.stdout[evaluated.stdout.index("{"):])
     assert report["test_error"] == pytest.approx(results["test_error"])
 
     missing = run_binary("binaries.export", f"--model_dir={tmp_path / 'nothing'}")
