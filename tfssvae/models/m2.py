@@ -20,6 +20,8 @@ from tfssvae.models.base import (
 
 tfd = tfp.distributions
 
+NETWORKS = ("mlp", "conv")
+
 
 class M2(GenerativeModel):
     """The M2 semi-supervised VAE.
@@ -35,6 +37,7 @@ class M2(GenerativeModel):
       alpha: weight of the labelled classification term log q(y | x).
       num_examples, num_labelled: when both are given the classification term is
         weighted ``alpha * num_examples / num_labelled`` (Kingma et al.); else ``alpha``.
+      network: ``"mlp"`` (every network an MLP) or ``"conv"`` (conv encoders and decoder, for images).
 
     Batches are dicts ``{"x": [batch, *input_shape], "y": int [batch], "y_mask": bool [batch]}``.
     """
@@ -52,6 +55,7 @@ class M2(GenerativeModel):
         alpha=0.1,
         num_examples=None,
         num_labelled=None,
+        network="mlp",
         **kwargs,
     ):
         super().__init__(input_shape, num_classes, **kwargs)
@@ -63,6 +67,7 @@ class M2(GenerativeModel):
         self.hidden_units = tuple(int(h) for h in hidden_units)
         self.activation = activation
         self.likelihood_name = likelihood
+        self.network = network
         self.alpha = float(alpha)
         self.num_examples = num_examples
         self.num_labelled = num_labelled
@@ -70,27 +75,24 @@ class M2(GenerativeModel):
         if num_examples and num_labelled:
             self.classification_weight = self.alpha * num_examples / num_labelled
 
-        K = self.num_classes
-        self.classifier = networks.mlp(
-            [self.data_shape], K, hidden_units=self.hidden_units, activation=activation, name="classifier"
-        )
-        self.encoder = networks.mlp(
-            [self.data_shape, (K,)],
-            distributions.DiagonalNormal.params_size(self.latent_dim),
-            hidden_units=self.hidden_units,
-            activation=activation,
-            name="encoder",
-        )
+        K, d = self.num_classes, self.latent_dim
         self.likelihood = observation_layer(likelihood, self.data_shape)
-        self.decoder_network = networks.mlp(
-            [(K,), (self.latent_dim,)],
-            type(self.likelihood).params_size(self.data_shape),
-            hidden_units=self.hidden_units,
-            activation=activation,
-            name="decoder",
-        )
-        self.posterior_z = distributions.DiagonalNormal(self.latent_dim, name="q_z")
-        self.prior_z = standard_normal(self.latent_dim)
+        z_params = distributions.DiagonalNormal.params_size(d)
+        if network == "mlp":
+            mlp = dict(hidden_units=self.hidden_units, activation=activation)
+            self.classifier = networks.mlp([self.data_shape], K, name="classifier", **mlp)
+            self.encoder = networks.mlp([self.data_shape, (K,)], z_params, name="encoder", **mlp)
+            self.decoder_network = networks.mlp(
+                [(K,), (d,)], type(self.likelihood).params_size(self.data_shape), name="decoder", **mlp)
+        elif network == "conv":
+            self.classifier = networks.conv_encoder(self.data_shape, K, name="classifier")
+            self.encoder = networks.conv_encoder(self.data_shape, z_params, extra_input_shapes=[(K,)], name="encoder")
+            self.decoder_network = networks.conv_decoder(
+                [(K,), (d,)], self.data_shape, params_per_pixel=type(self.likelihood).params_size(1), name="decoder")
+        else:
+            raise ValueError(f"network: expected one of {NETWORKS}, received {network!r}")
+        self.posterior_z = distributions.DiagonalNormal(d, name="q_z")
+        self.prior_z = standard_normal(d)
 
     def get_config(self):
         return {
@@ -103,6 +105,7 @@ class M2(GenerativeModel):
             "alpha": self.alpha,
             "num_examples": self.num_examples,
             "num_labelled": self.num_labelled,
+            "network": self.network,
         }
 
     # --- the pieces of the model ---------------------------------------------------
