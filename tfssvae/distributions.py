@@ -82,7 +82,17 @@ def _inverse_softplus(y):
     return float(y + np.log(-np.expm1(-y)))
 
 
-class _EventLayer(keras.layers.Layer):
+class _DistributionLayer(keras.layers.Layer):
+    """A layer whose call returns a tfp distribution, so it has no symbolic output spec."""
+
+    def compute_output_spec(self, inputs):
+        raise TypeError(
+            f"{type(self).__name__} returns a tfp distribution and cannot be called on "
+            f"symbolic Keras inputs; call it on tensors (e.g. inside a model's call)."
+        )
+
+
+class _EventLayer(_DistributionLayer):
     """Base class: reshapes ``[batch, ...]`` parameters to ``[batch, *event_shape, k]``.
 
     Subclasses set ``_params_per_element`` (``k``) and implement ``_distribution``.
@@ -136,12 +146,6 @@ class _EventLayer(keras.layers.Layer):
 
     def _distribution(self, *params):
         raise NotImplementedError
-
-    def compute_output_spec(self, inputs):
-        raise TypeError(
-            f"{type(self).__name__} returns a tfp distribution and cannot be called on "
-            f"symbolic Keras inputs; call it on tensors (e.g. inside a model's call)."
-        )
 
     def get_config(self):
         config = super().get_config()
@@ -268,7 +272,7 @@ class LearnedVarianceNormal(_EventLayer):
         return config
 
 
-class _ClassLayer(keras.layers.Layer):
+class _ClassLayer(_DistributionLayer):
     """Base class for layers over ``num_classes`` classes from ``[batch, num_classes]``."""
 
     def __init__(self, num_classes, **kwargs):
@@ -292,12 +296,6 @@ class _ClassLayer(keras.layers.Layer):
                 f"[batch, {self.num_classes}]; received shape {shape}."
             )
         return logits
-
-    def compute_output_spec(self, inputs):
-        raise TypeError(
-            f"{type(self).__name__} returns a tfp distribution and cannot be called on "
-            f"symbolic Keras inputs; call it on tensors (e.g. inside a model's call)."
-        )
 
     def get_config(self):
         config = super().get_config()
