@@ -91,13 +91,18 @@ def test_a_killed_run_resumes_mid_epoch(tmp_path, monkeypatch, capsys):
     assert summary["steps"] == 2 * data_lib.steps_per_epoch(40, 10, 4)
 
 
-def test_divergence_stops_with_a_clear_error(tmp_path):
+def test_divergence_stops_with_a_clear_error_and_keeps_the_good_checkpoint(tmp_path):
     images, labels, labelled = tiny_problem()
+    one_epoch = training.TrainConfig(**{**CONFIG.__dict__, "epochs": 1})
     model = tiny_model()
-    model.classification_weight = float("nan")  # the first loss is NaN
-    with pytest.raises(FloatingPointError, match="diverged at step 1"):
+    done = training.train(model, batches_of(images, labels, labelled), str(tmp_path), one_epoch)
+    good = weights_of(model)
+    model.classification_weight = float("nan")  # every later loss is NaN
+    with pytest.raises(FloatingPointError, match=f"diverged at step {done['steps'] + 1}"):
         training.train(model, batches_of(images, labels, labelled), str(tmp_path), CONFIG)
-    assert os.listdir(tmp_path / "checkpoints")
+    restored = tiny_model()
+    training.train(restored, batches_of(images, labels, labelled), str(tmp_path), one_epoch)
+    assert all(np.array_equal(a, b) for a, b in zip(good, weights_of(restored)))
 
 
 def test_non_finite_images_are_refused_before_training(tmp_path):

@@ -109,10 +109,10 @@ def train(model, batches, model_dir, config, validation=None):
                 timed_seconds += now - tick
             tick = now
             if not np.isfinite(logs["loss"]):
-                manager.save(checkpoint_number=current)
+                # Nothing is saved now: the checkpoints on disk hold the last finite weights.
                 raise FloatingPointError(
-                    f"Training diverged at step {current}: loss is {logs['loss']}. "
-                    f"The last checkpoint is in {manager.directory}; try a smaller --learning_rate."
+                    f"Training diverged at step {current}: loss is {logs['loss']}. The last good checkpoint "
+                    f"is {manager.latest_checkpoint}; try a smaller --learning_rate."
                 )
             progress.update(current - epoch * steps_per_epoch, list(logs.items()))
             if current % config.log_every == 0:
