@@ -112,12 +112,16 @@ def build_model(settings, input_shape, num_classes, num_examples):
     )
 
 
+def _validation_size(settings, source):
+    if settings.validation_size < 0:
+        return min(5000, len(source.train_labels) // 10)
+    return settings.validation_size
+
+
 def _train_semi_supervised(settings, model, source, model_dir, config):
     """Label split, mixed batches, training (two stages for M1+M2); returns the results so far."""
-    validation_size = settings.validation_size
-    if validation_size < 0:
-        validation_size = min(5000, len(source.train_labels) // 10)
-    train_idx, val_idx = data_lib.validation_split(source.train_labels, validation_size, settings.seed)
+    train_idx, val_idx = data_lib.validation_split(source.train_labels, _validation_size(settings, source),
+                                                   settings.seed)
     train_images, train_labels = source.train_images[train_idx], source.train_labels[train_idx]
     labelled = data_lib.balanced_labelled_indices(train_labels, settings.num_labels, source.num_classes,
                                                   settings.seed)
@@ -176,7 +180,9 @@ def run(settings):
         train = _train_sprites
     else:
         source = data_lib.load_source(settings.dataset, settings.data_dir)
-        model = build_model(settings, source.image_shape, source.num_classes, len(source.train_images))
+        # The classifier weight alpha * N / N_labelled counts the images left after validation.
+        num_examples = len(source.train_images) - _validation_size(settings, source)
+        model = build_model(settings, source.image_shape, source.num_classes, num_examples)
         train = _train_semi_supervised if model.has_classifier else _train_grouped
     model_dir = settings.model_dir or default_model_dir(settings)
     os.makedirs(model_dir, exist_ok=True)
