@@ -4,6 +4,8 @@ r"""Evaluates a trained model.
   python -m binaries.evaluate --saved_model=saved_models/m2/1 --dataset=digits
   # ML-VAE: probes, test bound against group size, n-shot accuracy, and PNG figures
   python -m binaries.evaluate --model_dir=runs/mlvae_digits_100labels_seed0 --dataset=digits --output_dir=figures
+  # CascadeVAE: FactorVAE score, MIG, shape accuracy of d
+  python -m binaries.evaluate --model_dir=runs/cascade_vae_sprites_100labels_seed0 --dataset=sprites
 """
 import json
 import os
@@ -19,6 +21,8 @@ flags.DEFINE_string("data_dir", None, "TFDS data directory for 'tfds:' sources."
 flags.DEFINE_string("output_dir", None, "Where figures go (ML-VAE); default <model_dir>/figures.")
 flags.DEFINE_integer("batch_size", 1000, "Evaluation batch size.")
 flags.DEFINE_integer("seed", 0, "Seed of the evaluation's random choices.")
+flags.DEFINE_integer("eval_samples", 10000, "cascade_vae: examples for MIG and shape accuracy.")
+flags.DEFINE_list("factor_vae_votes", ["10000", "5000"], "cascade_vae: FactorVAE training and evaluation votes.")
 FLAGS = flags.FLAGS
 
 
@@ -30,6 +34,8 @@ def fail(message):
 def evaluate_saved_model(source):
     import tensorflow as tf
 
+    if source is None:
+        fail("--saved_model evaluates classifiers on image data, not --dataset=sprites; use --model_dir")
     classify = tf.saved_model.load(FLAGS.saved_model).signatures["classify"]
     expected = tuple(classify.structured_input_signature[1]["images"].shape[1:])
     if expected != source.image_shape:
@@ -43,9 +49,14 @@ def evaluate_saved_model(source):
 
 
 def evaluate_run(source):
-    from tfssvae import evaluation, export, figures, metrics
+    from tfssvae import evaluation, export, figures, metrics, models
 
     name, model = export.restore_run(FLAGS.model_dir)
+    if isinstance(model, models.CascadeVAE):
+        return {"model_dir": FLAGS.model_dir, "model": name, **evaluation.cascade_report(
+            model, FLAGS.seed, FLAGS.eval_samples, tuple(int(v) for v in FLAGS.factor_vae_votes))}
+    if source is None:
+        fail(f"--dataset=sprites is for cascade_vae runs; {FLAGS.model_dir} holds a {name} model")
     if model.data_shape != source.image_shape:
         fail(f"the model takes images of shape {model.data_shape}, {FLAGS.dataset} has {source.image_shape}")
     if model.has_classifier:
@@ -83,7 +94,8 @@ def main(argv):
     if (FLAGS.saved_model is None) == (FLAGS.model_dir is None):
         fail("give exactly one of --saved_model and --model_dir")
     try:
-        source = data_lib.load_source(FLAGS.dataset, FLAGS.data_dir)
+        # cascade_vae evaluates on procedural sprites it renders itself.
+        source = None if FLAGS.dataset == "sprites" else data_lib.load_source(FLAGS.dataset, FLAGS.data_dir)
         report = evaluate_saved_model(source) if FLAGS.saved_model else evaluate_run(source)
     except ValueError as error:
         fail(error)

@@ -1,4 +1,5 @@
 """CascadeVAE: the cascading KL schedule, batched unaries, the flow inside tf.function and across replicas."""
+import json
 import os
 import subprocess
 import sys
@@ -130,3 +131,13 @@ def test_cascade_runs_end_to_end(tmp_path):
     loaded = tf.saved_model.load(results["export_path"])
     code = loaded.signatures["encode"](images=tf.zeros([2, 64, 64, 1]))
     assert code["mean"].shape == (2, 6) and code["d"].shape == (2,)
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "binaries.evaluate", f"--model_dir={tmp_path / 'm'}", "--dataset=sprites",
+         "--eval_samples=64", "--factor_vae_votes=10,5"],
+        capture_output=True, text=True, env=env, timeout=300,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    report = json.loads(evaluated.stdout[evaluated.stdout.index("{"):])
+    assert report["model"] == "cascade_vae" and 0.0 <= report["shape_accuracy"] <= 1.0
