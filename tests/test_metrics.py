@@ -363,7 +363,7 @@ def test_nearest_prototype_equals_brute_force():
 
 def test_factor_vae_bad_input():
     truth = ToyGroundTruth()
-    with pytest.raises(ValueError, match="batch_size: expected an int >= 2, received 1"):
+    with pytest.raises(ValueError, match="batch_size must be >= 2; received 1"):
         metrics.factor_vae_score(lambda obs: obs, truth, batch_size=1)
     with pytest.raises(ValueError, match="num_train"):
         metrics.factor_vae_score(lambda obs: obs, truth, num_train=0)
@@ -407,7 +407,7 @@ def test_factor_vae_bad_input():
 def test_mig_bad_input():
     factors = make_factors(50, 0)
     latents = np.random.default_rng(0).normal(size=(50, 2))
-    with pytest.raises(ValueError, match="num_bins: expected an int >= 2, received 1"):
+    with pytest.raises(ValueError, match="num_bins must be >= 2; received 1"):
         metrics.mutual_information_gap(latents, factors, num_bins=1)
     with pytest.raises(ValueError, match="factors: expected 50 rows"):
         metrics.mutual_information_gap(latents, factors[:49])

@@ -2,6 +2,8 @@
 import numpy as np
 import tensorflow as tf
 
+from tfssvae.data.validation import check_int
+
 
 def predict_classes(model, images, batch_size=1000):
     """Predicted class ``int64 [num_examples]`` for ``images`` ``[num_examples, *input_shape]``.
@@ -34,15 +36,6 @@ def classification_error(model, images, labels, batch_size=1000):
 # scipy.optimize and scikit-learn are imported inside the functions that use them:
 # training imports this module for classification_error, and importing scikit-learn
 # would add about two seconds to every start.
-
-def _check_positive_int(value, name, minimum):
-    """Returns ``value`` as an int, or raises a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name}: expected an int >= {minimum}, received {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, received {value}")
-    return int(value)
-
 
 def _check_matrix(values, name, num_rows=None, num_columns=None):
     """Checks a finite numeric ``[rows, columns]`` array; returns it as float64."""
@@ -209,12 +202,12 @@ def factor_vae_score(representation, ground_truth, seed=0, batch_size=64,
             f"representation: expected a callable images -> codes, received "
             f"{type(representation).__name__}")
     factor_sizes = _check_ground_truth(ground_truth)
-    batch_size = _check_positive_int(batch_size, "batch_size", 2)
-    num_train = _check_positive_int(num_train, "num_train", 1)
-    num_eval = _check_positive_int(num_eval, "num_eval", 1)
-    num_variance_estimate = _check_positive_int(
+    batch_size = check_int(batch_size, "batch_size", 2)
+    num_train = check_int(num_train, "num_train", 1)
+    num_eval = check_int(num_eval, "num_eval", 1)
+    num_variance_estimate = check_int(
         num_variance_estimate, "num_variance_estimate", 2)
-    chunk_size = _check_positive_int(chunk_size, "chunk_size", 1)
+    chunk_size = check_int(chunk_size, "chunk_size", 1)
     if (isinstance(prune_threshold, bool) or not isinstance(prune_threshold, (int, float, np.integer, np.floating))
             or not np.isfinite(prune_threshold) or prune_threshold < 0):
         raise ValueError(
@@ -307,7 +300,7 @@ def mutual_information_gap(latents, factors, num_bins=20, return_per_factor=Fals
             f"received {factors.shape[0]}")
     if factors.dtype == np.bool_ or not np.issubdtype(factors.dtype, np.integer):
         raise ValueError(f"factors: expected integer values, received dtype {factors.dtype}")
-    num_bins = _check_positive_int(num_bins, "num_bins", 2)
+    num_bins = check_int(num_bins, "num_bins", 2)
 
     binned = _discretise(latents, num_bins)
     num_dims, num_factors = latents.shape[1], factors.shape[1]
@@ -390,7 +383,7 @@ def linear_probe_accuracy(train_features, train_labels, test_features, test_labe
     test_features = _check_matrix(test_features, "test_features",
                                   num_columns=train_features.shape[1])
     test_labels = _check_labels(test_labels, "test_labels", len(test_features))
-    max_iter = _check_positive_int(max_iter, "max_iter", 1)
+    max_iter = check_int(max_iter, "max_iter", 1)
     if len(np.unique(train_labels)) < 2:
         raise ValueError(
             f"train_labels: expected at least two classes, received only "
