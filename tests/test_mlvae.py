@@ -110,3 +110,29 @@ def test_bad_group_ids_are_value_errors(ids, match):
     model = tiny_mlvae()
     with pytest.raises(ValueError, match=match):
         model.encode_group(np.zeros((5, *SHAPE), "float32"), tf.constant(ids))
+
+
+def test_swap_grid_and_interpolation_figures():
+    from tfssvae import figures
+
+    model = tiny_mlvae()
+    images = np.random.default_rng(2).uniform(size=(3, *SHAPE)).astype("float32")
+
+    def encode(x):
+        code = model.encode(x)
+        return code["content_mean"].numpy(), code["style_mean"].numpy()
+
+    def generate(content, style):
+        return model.generate(content, style)["images"].numpy()
+
+    grid = figures.swap_grid(encode, generate, images)
+    assert grid.shape == (4, 4, *SHAPE)
+    np.testing.assert_array_equal(grid[1:, 0], images)
+    np.testing.assert_array_equal(grid[0, 1:], images)
+    content, style = encode(images)
+    np.testing.assert_allclose(grid[2, 3], generate(content[1:2], style[2:3])[0], rtol=1e-5)
+    moving = figures.interpolation(encode, generate, images[0], images[1], steps=4)
+    assert moving.shape == (2, 4, *SHAPE)
+    np.testing.assert_allclose(moving[0, 0], generate(content[:1], style[:1])[0], rtol=1e-5)
+    np.testing.assert_allclose(moving[0, -1], generate(content[1:2], style[:1])[0], rtol=1e-5)
+    np.testing.assert_allclose(moving[1, -1], generate(content[:1], style[1:2])[0], rtol=1e-5)
