@@ -2,8 +2,9 @@
 
 A model subclass implements ``compute_losses(batch, training)`` returning a dict of
 scalar terms with a ``"loss"`` entry (the quantity minimised) together with the class
-probabilities it computed on the way (reused for the error metric), and ``classify``.  ``train_step``/``test_step`` are the ones ``model.fit`` uses and
-the ones ``tfssvae.training.train`` wraps in ``tf.function``.
+probabilities it computed on the way (reused for the error metric; None for models
+without a class), and the serving methods.  ``train_step``/``test_step`` are the ones
+``model.fit`` uses and the ones ``tfssvae.training.train`` wraps in ``tf.function``.
 """
 import keras
 import numpy as np
@@ -36,8 +37,8 @@ class GenerativeModel(keras.Model):
     """Base class: named loss terms, Keras steps, and the methods exported for serving.
 
     Subclasses set ``loss_names`` (the terms ``compute_losses`` returns) and implement
-    ``compute_losses``, ``classify``, ``encode``, ``reconstruct`` and ``generate`` with
-    ``generate_signature``.
+    ``compute_losses``, ``encode``, ``reconstruct`` and ``generate`` with
+    ``generate_signature``, plus ``classify`` when ``has_classifier``.
     """
 
     loss_names = ("loss",)
