@@ -54,7 +54,7 @@ def evaluate_run(source):
     name, model = export.restore_run(FLAGS.model_dir)
     if isinstance(model, models.CascadeVAE):
         return {"model_dir": FLAGS.model_dir, "model": name, **evaluation.cascade_report(
-            model, FLAGS.seed, FLAGS.eval_samples, tuple(int(v) for v in FLAGS.factor_vae_votes))}
+            model, FLAGS.seed, FLAGS.eval_samples, tuple(int(v) for v in FLAGS.factor_vae_votes), verbose=True)}
     if source is None:
         fail(f"--dataset=sprites is for cascade_vae runs; {FLAGS.model_dir} holds a {name} model")
     if model.data_shape != source.image_shape:

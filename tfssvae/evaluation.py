@@ -80,7 +80,8 @@ def mlvae_report(model, source, seed=0, group_sizes=(1, 2, 5, 10, 20), shots=(1,
     return report
 
 
-def cascade_report(model, seed=0, num_samples=10000, factor_vae_votes=(10000, 5000), batch_size=500):
+def cascade_report(model, seed=0, num_samples=10000, factor_vae_votes=(10000, 5000), batch_size=500,
+                   verbose=False):
     """FactorVAE score, MIG and shape accuracy of a trained ``models.CascadeVAE`` on procedural sprites.
 
     The representation is the posterior mean of z next to the one-hot code d (the paper's
@@ -105,7 +106,7 @@ def cascade_report(model, seed=0, num_samples=10000, factor_vae_votes=(10000, 50
     factors = ground_truth.sample_factors(num_samples, rng)
     mean, d = codes(ground_truth.observations(factors))
     score = metrics.factor_vae_score(representation, ground_truth, seed=seed, num_train=factor_vae_votes[0],
-                                     num_eval=factor_vae_votes[1])
+                                     num_eval=factor_vae_votes[1], verbose=verbose)
     return {
         "factor_vae_score": score["eval_accuracy"],
         "factor_vae_train_accuracy": score["train_accuracy"],

@@ -160,7 +160,7 @@ def _train_sprites(settings, model, source, model_dir, config):
     batches = sprites.SpritesSource(settings.batch_size, settings.seed, settings.steps_per_epoch)
     summary = training.train(model, batches, model_dir, config)
     return summary, evaluation.cascade_report(model, settings.seed, settings.eval_samples,
-                                              tuple(settings.factor_vae_votes))
+                                              tuple(settings.factor_vae_votes), verbose=bool(settings.verbose))
 
 
 def run(settings):

@@ -1,6 +1,7 @@
 """Evaluation metrics."""
 import numpy as np
 import tensorflow as tf
+import tqdm
 
 from tfssvae.data.validation import check_int
 
@@ -130,7 +131,7 @@ def _represent(representation, ground_truth, factors, num_dims=None):
 
 
 def _factor_vae_votes(representation, ground_truth, factor_sizes, rng, num_votes,
-                      batch_size, global_variances, active, chunk_size):
+                      batch_size, global_variances, active, chunk_size, progress=None):
     """Vote counts ``int64 [factors, active dims]`` from ``num_votes`` fixed-factor batches.
 
     A vote: pick a factor k uniformly, draw ``batch_size`` examples whose factor k all
@@ -144,6 +145,8 @@ def _factor_vae_votes(representation, ground_truth, factor_sizes, rng, num_votes
     global_std = np.sqrt(global_variances[active])
     for start in range(0, num_votes, batches_per_call):
         num_batches = min(batches_per_call, num_votes - start)
+        if progress is not None:
+            progress.update(num_batches)
         fixed = rng.integers(num_factors, size=num_batches)
         factors = _sample_factors(ground_truth, factor_sizes, num_batches * batch_size, rng)
         factors = factors.reshape(num_batches, batch_size, num_factors)
@@ -160,7 +163,7 @@ def _factor_vae_votes(representation, ground_truth, factor_sizes, rng, num_votes
 
 def factor_vae_score(representation, ground_truth, seed=0, batch_size=64,
                      num_train=10000, num_eval=5000, num_variance_estimate=10000,
-                     prune_threshold=0.05, chunk_size=4096):
+                     prune_threshold=0.05, chunk_size=4096, verbose=False):
     """FactorVAE disentanglement score (Kim & Mnih 2018, as in disentanglement_lib).
 
     1. Global variance of each latent dim over ``num_variance_estimate`` random samples.
@@ -188,6 +191,7 @@ def factor_vae_score(representation, ground_truth, seed=0, batch_size=64,
         prune_threshold: float >= 0; minimum global std of an active dim.
         chunk_size: about how many images go through ``representation`` in one call
             (at least ``batch_size``).
+        verbose: show a progress bar over the votes (the full metric takes minutes on a CPU).
 
     Returns:
         ``{"train_accuracy": float, "eval_accuracy": float, "num_active_dims": int}``.
@@ -226,9 +230,10 @@ def factor_vae_score(representation, ground_truth, seed=0, batch_size=64,
         return {"train_accuracy": 0.0, "eval_accuracy": 0.0, "num_active_dims": 0}
 
     def votes(num_votes):
-        return _factor_vae_votes(representation, ground_truth, factor_sizes, rng,
-                                 num_votes, batch_size, global_variances, active,
-                                 chunk_size)
+        with tqdm.tqdm(total=num_votes, desc="FactorVAE votes", disable=not verbose) as progress:
+            return _factor_vae_votes(representation, ground_truth, factor_sizes, rng,
+                                     num_votes, batch_size, global_variances, active,
+                                     chunk_size, progress)
 
     train_votes = votes(num_train)
     eval_votes = votes(num_eval)
