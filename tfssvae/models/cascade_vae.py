@@ -114,18 +114,20 @@ class CascadeVAE(GenerativeModel):
         z = q.sample()
         iteration = self.optimizer.iterations if training else tf.constant(np.iinfo(np.int64).max, tf.int64)
         weights, relieved = self.kl_weights(iteration)
-        unaries = self.unaries(x, z)
         if training:
-            # Before the warm-up ends the decoder sees no code (all-zero) and d is not learned.
+            # Before the warm-up ends the decoder sees no code (all-zero) and d is not learned,
+            # so the K-fold unary pass is only built inside the branch that uses it.
             started = tf.cast(iteration, tf.int64) >= self._config["assign_start"]
             no_code = tf.zeros([tf.shape(z)[0], self.discrete_size])
+
+            def assigned():
+                unaries = self.unaries(x, z)
+                return tf.gather(unaries, self._solve(unaries), batch_dims=1)
+
             reconstruction = tf.cond(
-                started,
-                lambda: tf.gather(unaries, self._solve(unaries), batch_dims=1),
-                lambda: -self.likelihood(self.decoder_network([z, no_code])).log_prob(x),
-            )
+                started, assigned, lambda: -self.likelihood(self.decoder_network([z, no_code])).log_prob(x))
         else:
-            reconstruction = tf.reduce_min(unaries, axis=-1)
+            reconstruction = tf.reduce_min(self.unaries(x, z), axis=-1)
         # Per-dimension analytic KL of N(mu, sigma) to N(0, 1).
         kl_per_dim = tfd.kl_divergence(tfd.Normal(q.mean(), q.stddev()), tfd.Normal(0.0, 1.0))
         weighted_kl = tf.reduce_sum(kl_per_dim * weights, axis=-1)
