@@ -118,10 +118,7 @@ def check_labels(labels, num_classes, name="labels", num_examples=None):
             rank 1, not integers, have the wrong length, or hold a value outside
             ``[0, num_classes)``.
     """
-    if (isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer))
-            or num_classes < 1):
-        raise ValueError(
-            f"num_classes must be a positive int; received {num_classes!r}.")
+    num_classes = check_int(num_classes, "num_classes", 1)
     array = label_vector(labels, name=name, num_examples=num_examples)
     outside = (array < 0) | (array >= num_classes)
     if outside.any():
