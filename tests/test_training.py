@@ -72,18 +72,22 @@ def test_rerun_restores_exactly_and_continues_from_the_saved_step(tmp_path, caps
 def test_a_killed_run_resumes_mid_epoch(tmp_path, monkeypatch, capsys):
     images, labels, labelled = tiny_problem()
     batches = batches_of(images, labels, labelled)
-    real_epoch = batches.epoch
+    real_multi_step = training._multi_step
 
-    def dies_after_three_batches(epoch, skip_steps=0):
-        for index, batch in enumerate(real_epoch(epoch, skip_steps)):
-            if index == 3:
+    def dies_before_the_fourth_step(model, jit_compile):
+        step_fn, calls = real_multi_step(model, jit_compile), []
+
+        def run(iterator, num_steps):
+            calls.append(int(num_steps))
+            if sum(calls) > 3:
                 raise KeyboardInterrupt("killed")
-            yield batch
+            return step_fn(iterator, num_steps)
+        return run
 
-    monkeypatch.setattr(batches, "epoch", dies_after_three_batches)
+    monkeypatch.setattr(training, "_multi_step", dies_before_the_fourth_step)
     with pytest.raises(KeyboardInterrupt):
         training.train(tiny_model(), batches, str(tmp_path), CONFIG)
-    monkeypatch.setattr(batches, "epoch", real_epoch)
+    monkeypatch.setattr(training, "_multi_step", real_multi_step)
 
     summary = training.train(tiny_model(), batches_of(images, labels, labelled), str(tmp_path), CONFIG)
     # checkpoint_every=2: the run died after step 3, so the last checkpoint holds step 2.

@@ -83,7 +83,16 @@ def _inverse_softplus(y):
 
 
 class _DistributionLayer(keras.layers.Layer):
-    """A layer whose call returns a tfp distribution, so it has no symbolic output spec."""
+    """A layer whose call returns a tfp distribution, so it has no symbolic output spec.
+
+    Densities are float32 whatever the global Keras policy: under ``mixed_bfloat16`` the
+    networks compute in bfloat16 and their outputs are cast up here, so log-probabilities,
+    KL terms and losses keep float32 precision.
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
 
     def compute_output_spec(self, inputs):
         raise TypeError(

@@ -19,23 +19,66 @@ import tensorflow as tf
 from tfssvae import metrics
 
 
+PRECISIONS = ("float32", "bfloat16")
+
+
 @dataclasses.dataclass
 class TrainConfig:
-    """Settings of the training loop itself (batch composition belongs to the batch source)."""
+    """Settings of the training loop itself (batch composition belongs to the batch source).
+
+    ``steps_per_call`` training steps run inside one ``tf.function`` call (like Keras'
+    ``steps_per_execution``): the host sees the losses, updates the progress bar and
+    checks for divergence once a call.  ``keep_best`` keeps the weights of the epoch with
+    the lowest validation error (when validation data are given) and restores them at the end.
+    """
 
     epochs: int = 10
     learning_rate: float = 3e-4
     jit_compile: bool = False
     checkpoint_every: int = 1000
     log_every: int = 50
+    steps_per_call: int = 1
+    keep_best: bool = True
     verbose: int = 1
 
     def __post_init__(self):
-        for name in ("epochs", "checkpoint_every", "log_every"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name}: expected a positive integer, received {getattr(self, name)}")
+        for name in ("epochs", "checkpoint_every", "log_every", "steps_per_call"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or int(value) != value or int(value) < 1:
+                raise ValueError(f"{name}: expected a positive integer, received {value!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate: expected a positive number, received {self.learning_rate}")
+
+
+def set_precision(precision):
+    """Sets Keras' global dtype policy for the models built after it.
+
+    ``"float32"`` everywhere, or ``"bfloat16"``: Keras' ``mixed_bfloat16`` policy, where the
+    networks compute in bfloat16 (AMX / AVX512-BF16 on recent x86 CPUs, tensor cores on
+    GPUs) while variables, densities, losses and the optimizer stay float32.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {PRECISIONS}, received {precision!r}")
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
+
+
+def _multi_step(model, jit_compile):
+    """A ``tf.function`` running ``num_steps`` training steps over an iterator; returns the last logs.
+
+    With ``jit_compile`` the step itself is XLA-compiled; the loop around it, which reads
+    the iterator, stays an ordinary graph (XLA cannot compile iterator ops).
+    """
+    # reduce_retracing: grouped batches with variable group sizes change the batch length.
+    step = tf.function(model.train_step, jit_compile=True, reduce_retracing=True) if jit_compile \
+        else model.train_step
+
+    def steps(iterator, num_steps):
+        logs = step(next(iterator))
+        for _ in tf.range(num_steps - 1):
+            logs = step(next(iterator))
+        return logs
+
+    return tf.function(steps, reduce_retracing=True)
 
 
 def train(model, batches, model_dir, config, validation=None):
@@ -46,16 +89,19 @@ def train(model, batches, model_dir, config, validation=None):
       batches: a batch source (``data.SemiSupervisedSource``, ``data.GroupedSource``):
         ``steps_per_epoch``, ``examples_per_step`` and ``epoch(epoch, skip_steps)`` giving
         that epoch's ``tf.data.Dataset`` of batch dicts, the same for the same epoch.
-      model_dir: directory for checkpoints (``checkpoints/``), TensorBoard events
-        (``tensorboard/``) and ``train_summary.json``.
+      model_dir: directory for checkpoints (``checkpoints/``, and ``best/`` with the
+        weights of the best validation error), TensorBoard events (``tensorboard/``) and
+        ``train_summary.json``.
       config: a ``TrainConfig``.
-      validation: optional ``(images, labels)`` whose classification error is
-        measured after every epoch.
+      validation: optional ``(images, labels)`` whose classification error is measured
+        after every epoch; with ``config.keep_best`` the model ends with the weights of
+        the epoch where it was lowest.
 
     Returns:
       dict: ``steps``, ``epochs``, ``train_examples_per_second`` (over the steps run
-      in this call, the first, compiling, step excluded), ``seconds``, the last
-      epoch's mean loss terms and ``validation_error`` if validation was given.
+      in this call, the first, compiling, call excluded), ``seconds``, the last
+      epoch's mean loss terms, ``validation_error`` (of the weights the model ends
+      with) and ``best_epoch`` if validation was given.
     """
     os.makedirs(model_dir, exist_ok=True)
     if getattr(model, "optimizer", None) is None:
@@ -63,8 +109,15 @@ def train(model, batches, model_dir, config, validation=None):
     model.build_variables()
 
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, step=step)
+    # The best validation error so far and its epoch travel in the checkpoint, so a
+    # resumed run keeps comparing against the same best.
+    best_error = tf.Variable(np.inf, dtype=tf.float64, trainable=False, name="best_validation_error")
+    best_epoch = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_epoch")
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, step=step,
+                                     best_error=best_error, best_epoch=best_epoch)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(model_dir, "checkpoints"), max_to_keep=2)
+    best = tf.train.Checkpoint(model=model)
+    best_manager = tf.train.CheckpointManager(best, os.path.join(model_dir, "best"), max_to_keep=1)
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         if config.verbose:
@@ -73,19 +126,26 @@ def train(model, batches, model_dir, config, validation=None):
     steps_per_epoch = batches.steps_per_epoch
     total_steps = config.epochs * steps_per_epoch
     summary_path = os.path.join(model_dir, "train_summary.json")
+    keep_best = config.keep_best and validation is not None and len(validation[0]) > 0
+
+    def finish():
+        if keep_best and best_manager.latest_checkpoint:
+            best.restore(best_manager.latest_checkpoint).assert_existing_objects_matched()
+
     if int(step.numpy()) >= total_steps and os.path.exists(summary_path):
         if config.verbose:
             print(f"Training already finished ({total_steps} steps) in {model_dir}.")
+        finish()
         with open(summary_path) as f:
             return json.load(f)
 
-    # reduce_retracing: grouped batches with variable group sizes change the batch length.
-    train_fn = tf.function(model.train_step, jit_compile=config.jit_compile, reduce_retracing=True)
+    train_fn = _multi_step(model, config.jit_compile)
     writer = tf.summary.create_file_writer(os.path.join(model_dir, "tensorboard", "train"))
     validation_writer = tf.summary.create_file_writer(os.path.join(model_dir, "tensorboard", "validation"))
     first_epoch, skip = divmod(int(step.numpy()), steps_per_epoch)
     timed_steps, timed_seconds, logs, validation_error = 0, 0.0, {}, None
     start = time.perf_counter()
+    first_call = True
 
     for epoch in range(first_epoch, config.epochs):
         model.reset_metrics()
@@ -96,41 +156,58 @@ def train(model, batches, model_dir, config, validation=None):
         if config.verbose:
             print(f"Epoch {epoch + 1}/{config.epochs}")
         progress.update(skip)
+        dataset = batches.epoch(epoch, skip)
+        if not isinstance(dataset, tf.data.Dataset):
+            raise TypeError(f"batches.epoch must return a tf.data.Dataset, received {type(dataset).__name__}")
+        iterator = iter(dataset)
+        done = skip
         tick = time.perf_counter()
-        for batch in batches.epoch(epoch, skip):
-            logs = {name: float(value) for name, value in train_fn(batch).items()}
-            step.assign_add(1)
+        while done < steps_per_epoch:
+            # Never cross a checkpoint boundary inside a call, so checkpoints land where configured.
             current = int(step.numpy())
-            # Throughput counts whole steps (input pipeline included) but not the first
-            # step of this call, which traces and compiles the function.
+            to_checkpoint = config.checkpoint_every - current % config.checkpoint_every
+            num_steps = min(config.steps_per_call, steps_per_epoch - done, to_checkpoint)
+            logs = {name: float(value) for name, value in train_fn(iterator, tf.constant(num_steps)).items()}
+            step.assign_add(num_steps)
+            done += num_steps
+            current += num_steps
+            # Throughput counts whole steps (input pipeline included) but not this run's
+            # first call, which traces and compiles the function.
             now = time.perf_counter()
-            if current > 1 + first_epoch * steps_per_epoch + skip:
-                timed_steps += 1
+            if not first_call:
+                timed_steps += num_steps
                 timed_seconds += now - tick
-            tick = now
+            first_call, tick = False, now
             if not np.isfinite(logs["loss"]):
                 # Nothing is saved now: the checkpoints on disk hold the last finite weights.
                 raise FloatingPointError(
                     f"Training diverged at step {current}: loss is {logs['loss']}. The last good checkpoint "
-                    f"is {manager.latest_checkpoint}; try a smaller --learning_rate."
+                    f"is {manager.latest_checkpoint}; try a smaller learning_rate."
                 )
-            progress.update(current - epoch * steps_per_epoch, list(logs.items()))
-            if current % config.log_every == 0:
+            progress.update(done, list(logs.items()))
+            if current // config.log_every > (current - num_steps) // config.log_every:
                 with writer.as_default(step=current):
                     for name, value in logs.items():
                         tf.summary.scalar(name, value)
             if current % config.checkpoint_every == 0:
                 manager.save(checkpoint_number=current)
         skip = 0
-        manager.save(checkpoint_number=int(step.numpy()))
         if validation is not None and len(validation[0]):
             validation_error = metrics.classification_error(model, *validation)
             with validation_writer.as_default(step=int(step.numpy())):
                 tf.summary.scalar("error", validation_error)
+            if keep_best and validation_error < best_error.numpy():
+                best_error.assign(validation_error)
+                best_epoch.assign(epoch)
+                best_manager.save(checkpoint_number=int(step.numpy()))
             if config.verbose:
-                print(f"  validation error: {100 * validation_error:.2f} %")
+                print(f"  validation error: {100 * validation_error:.2f} % (best {100 * best_error.numpy():.2f} % "
+                      f"at epoch {int(best_epoch.numpy()) + 1})" if keep_best else
+                      f"  validation error: {100 * validation_error:.2f} %")
+        manager.save(checkpoint_number=int(step.numpy()))
     writer.flush()
     validation_writer.flush()
+    finish()
 
     examples = timed_steps * batches.examples_per_step
     summary = {
@@ -139,7 +216,8 @@ def train(model, batches, model_dir, config, validation=None):
         "seconds": time.perf_counter() - start,
         "train_examples_per_second": examples / timed_seconds if timed_seconds > 0 else None,
         "final_losses": logs,
-        "validation_error": validation_error,
+        "validation_error": float(best_error.numpy()) if keep_best else validation_error,
+        "best_epoch": int(best_epoch.numpy()) + 1 if keep_best else None,
     }
     with open(summary_path, "w") as f:
         json.dump(summary, f, indent=2)
