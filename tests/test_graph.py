@@ -127,9 +127,8 @@ def m2_and_ssdgm_with_the_same_networks():
     keras.utils.set_random_seed(2)
     ssdgm = models.SSDGMMnist((4, 4, 1), 3, latent_dim=2, hidden_units=(8,), alpha=0.5)
     m2 = models.M2((4, 4, 1), 3, latent_dim=2, hidden_units=(8,), alpha=0.5)
-    for source, target in ((ssdgm.classifier, m2.classifier), (ssdgm.encoder, m2.encoder),
-                           (ssdgm.decoder_network, m2.decoder_network)):
-        target.set_weights(source.get_weights())
+    for network in ("classifier", "encoder_trunk", "class_embedding", "encoder_head", "decoder_network"):
+        getattr(m2, network).set_weights(getattr(ssdgm, network).get_weights())
     return m2, ssdgm
 
 

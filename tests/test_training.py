@@ -132,5 +132,14 @@ def test_bad_config_is_a_value_error(changes, match):
 def test_xla_compiled_steps_train(tmp_path):
     images, labels, labelled = tiny_problem()
     config = training.TrainConfig(**{**CONFIG.__dict__, "epochs": 1, "jit_compile": True})
-    summary = training.train(tiny_model(), batches_of(images, labels, labelled), str(tmp_path), config)
+    keras.utils.set_random_seed(0)
+    model = models.SSDGMMnist(SHAPE, 4, latent_dim=2, hidden_units=(8,))
+    summary = training.train(model, batches_of(images, labels, labelled), str(tmp_path), config)
     assert np.isfinite(summary["final_losses"]["loss"])
+
+
+def test_xla_is_refused_clearly_for_m2s_data_dependent_rows(tmp_path):
+    images, labels, labelled = tiny_problem()
+    config = training.TrainConfig(**{**CONFIG.__dict__, "epochs": 1, "jit_compile": True})
+    with pytest.raises(ValueError, match="jit_compile: M2's step computes a number of rows"):
+        training.train(tiny_model(), batches_of(images, labels, labelled), str(tmp_path), config)

@@ -153,7 +153,10 @@ def mlp(input_shapes, output_units, hidden_units=(500,), activation="softplus", 
 
     inputs, h = _vector_inputs(shapes, name)
     for i, units in enumerate(hidden_units):
-        h = keras.layers.Dense(units, activation=activation, name=f"{name}_hidden_{i}")(h)
+        h = keras.layers.Dense(units, name=f"{name}_hidden_{i}")(h)
+        # The activation runs in float32 under a mixed policy too: TensorFlow's CPU kernels
+        # for transcendental functions are several times slower in bfloat16 than in float32.
+        h = keras.layers.Activation(activation, dtype="float32", name=f"{name}_activation_{i}")(h)
     outputs = keras.layers.Dense(output_units, name=f"{name}_output")(h)
     return keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs, name=name)
 
@@ -182,7 +185,8 @@ def conv_encoder(
       filters: number of filters of each conv layer.
       kernel_size: conv kernel size.
       strides: conv stride.
-      dense_units: width of the dense layer after the convs.
+      dense_units: width of the dense layer after the convs; 0 for none (the
+        flattened features go straight to the linear output layer).
       activation: Keras activation of the hidden layers.
       extra_input_shapes: shapes of extra inputs (no batch dim), concatenated after
         flattening; an int ``n`` means ``(n,)``.
@@ -198,7 +202,7 @@ def conv_encoder(
     filters = _positive_ints("filters", filters)
     kernel_size = _positive_int("kernel_size", kernel_size)
     strides = _positive_int("strides", strides)
-    dense_units = _positive_int("dense_units", dense_units)
+    dense_units = 0 if dense_units == 0 else _positive_int("dense_units", dense_units)
     activation = _activation(activation)
     extra_shapes = _shapes("extra_input_shapes", extra_input_shapes, allow_empty=True)
 
@@ -215,7 +219,8 @@ def conv_encoder(
         extras, extra = _vector_inputs(extra_shapes, f"{name}_extra")
         inputs += extras
         h = keras.layers.Concatenate(axis=-1, name=f"{name}_concat")([h, extra])
-    h = keras.layers.Dense(dense_units, activation=activation, name=f"{name}_dense")(h)
+    if dense_units:
+        h = keras.layers.Dense(dense_units, activation=activation, name=f"{name}_dense")(h)
     outputs = keras.layers.Dense(output_units, name=f"{name}_output")(h)
     return keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs, name=name)
 

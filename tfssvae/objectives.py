@@ -1,12 +1,15 @@
 """Variational objectives shared by every model.
 
 There is one evidence lower bound (``elbo``).  The M2 bounds of Kingma et al. (2014)
-are the same bound with the class variable either observed (a one-hot weight) or
-summed out exactly under q(y | x) (``marginalise_classes``); both go through
-``class_weights`` so labelled and unlabelled examples share one code path and are
-selected per example by a mask, never by Python branching.
+are the same bound with the class variable either observed or summed out exactly under
+q(y | x) (``marginalise_classes``): ``class_rows`` lays out one row per (example, class)
+pair that is needed (all K classes for an unlabelled example, its own class for a
+labelled one) and ``enumerated_bound`` folds the rows back into one bound per example.
+Labelled and unlabelled examples are selected per example by a mask, never by Python
+branching.
 """
 import math
+import typing
 
 import tensorflow as tf
 
@@ -36,21 +39,71 @@ def elbo(log_likelihood, kl_terms):
     return bound
 
 
-def class_weights(class_logits, labels, label_mask):
-    """Per-example weights over classes: one-hot where the label is observed, q(y | x) elsewhere.
+class ClassRows(typing.NamedTuple):
+    """Which (example, class) pairs an enumerated bound is computed for.
+
+    ``example`` int32 [rows] and ``label`` int32 [rows] name each row; the first
+    ``len(unlabelled) * num_classes`` rows are the unlabelled examples, each once per class
+    (example-major), the rest the labelled examples, once each with their own label.
+    ``unlabelled`` int32 [U] and ``labelled`` int32 [L] are the batch positions of each kind.
+    """
+
+    example: tf.Tensor
+    label: tf.Tensor
+    unlabelled: tf.Tensor
+    labelled: tf.Tensor
+    num_classes: int
+
+
+def class_rows(labels, label_mask, num_classes):
+    """The rows of M2's enumerated bound: every class for unlabelled examples, the label for labelled ones.
 
     Args:
-      class_logits: float ``[batch, num_classes]``, logits of q(y | x).
-      labels: int ``[batch]``; ignored where ``label_mask`` is False.
+      labels: int ``[batch]``; read only where ``label_mask`` is True.
       label_mask: bool ``[batch]``, True where the label is observed.
+      num_classes: K.
 
     Returns:
-      float ``[batch, num_classes]``, rows summing to one.
+      ``ClassRows`` with ``U * K + L`` rows for U unlabelled and L labelled examples.
     """
-    num_classes = class_logits.shape[-1]
-    observed = tf.one_hot(tf.cast(labels, tf.int32), num_classes, dtype=class_logits.dtype)
-    inferred = tf.nn.softmax(class_logits, axis=-1)
-    return tf.where(tf.cast(label_mask, tf.bool)[:, None], observed, inferred)
+    mask = tf.cast(label_mask, tf.bool)
+    unlabelled = tf.cast(tf.where(tf.logical_not(mask))[:, 0], tf.int32)
+    labelled = tf.cast(tf.where(mask)[:, 0], tf.int32)
+    every_class = tf.tile(tf.range(num_classes, dtype=tf.int32), [tf.size(unlabelled)])
+    return ClassRows(
+        example=tf.concat([tf.repeat(unlabelled, num_classes), labelled], axis=0),
+        label=tf.concat([every_class, tf.gather(tf.cast(labels, tf.int32), labelled)], axis=0),
+        unlabelled=unlabelled,
+        labelled=labelled,
+        num_classes=int(num_classes),
+    )
+
+
+def enumerated_bound(row_values, class_logits, rows, entropy=True):
+    """Per-example bound from per-row values: L(x, y) for labelled examples, U(x) for the others.
+
+    Args:
+      row_values: float ``[rows]``, L(x, y) (or any per-row term) for the rows of ``rows``.
+      class_logits: float ``[batch, K]``, logits of q(y | x).
+      rows: ``ClassRows``.
+      entropy: add H(q(y | x)) to the unlabelled examples' expectation (True for the
+        bound itself, False to report one of its terms under q(y | x)).
+
+    Returns:
+      float ``[batch]``.
+    """
+    K = rows.num_classes
+    enumerated = tf.size(rows.unlabelled) * K
+    per_class = tf.reshape(row_values[:enumerated], [-1, K])
+    q = tf.nn.softmax(tf.gather(class_logits, rows.unlabelled), axis=-1)
+    if entropy:
+        unlabelled = marginalise_classes(per_class, q)
+    else:
+        unlabelled = tf.reduce_sum(q * per_class, axis=-1)
+    positions = tf.concat([rows.unlabelled, rows.labelled], axis=0)[:, None]
+    # scatter_nd (not dynamic_stitch) so that XLA can compile it.
+    return tf.scatter_nd(positions, tf.concat([unlabelled, row_values[enumerated:]], axis=0),
+                         tf.shape(class_logits)[:1])
 
 
 def marginalise_classes(class_bounds, weights):

@@ -103,6 +103,8 @@ def train(model, batches, model_dir, config, validation=None):
       epoch's mean loss terms, ``validation_error`` (of the weights the model ends
       with) and ``best_epoch`` if validation was given.
     """
+    if config.jit_compile and model.xla_incompatibility:
+        raise ValueError(f"jit_compile: {model.xla_incompatibility}; train {type(model).__name__} without jit_compile")
     os.makedirs(model_dir, exist_ok=True)
     if getattr(model, "optimizer", None) is None:
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))

@@ -43,8 +43,13 @@ class GenerativeModel(keras.Model):
 
     loss_names = ("loss",)
     has_classifier = True  # False for models without a class (ML-VAE): no error metric, no classify
+    # Why the training step cannot be XLA-compiled, or None when it can.
+    xla_incompatibility = None
 
     def __init__(self, input_shape, num_classes, **kwargs):
+        # The model itself stays float32 (its inputs are not cast): under mixed_bfloat16 its
+        # networks compute in bfloat16 and its distribution layers in float32.
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.data_shape = tuple(int(d) for d in input_shape)
         if not self.data_shape or min(self.data_shape) < 1:

@@ -38,6 +38,7 @@ class CascadeVAE(GenerativeModel):
     """
 
     loss_names = ("loss", "reconstruction", "kl_z", "weighted_kl", "relieved_dims")
+    xla_incompatibility = "cascade_vae solves its assignment on the host (tf.numpy_function), which XLA cannot compile"
     has_classifier = False
 
     def __init__(self, input_shape, num_classes, latent_dim=6, discrete_size=3, beta_h=10.0, beta_l=0.1,

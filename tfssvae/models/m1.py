@@ -140,6 +140,7 @@ class M1M2(GenerativeModel):
     """
 
     loss_names = M2.loss_names
+    xla_incompatibility = M2.xla_incompatibility
 
     def __init__(
         self,

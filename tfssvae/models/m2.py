@@ -1,11 +1,14 @@
 """M2 (Kingma, Rezende, Mohamed, Welling 2014): the class is a latent variable, observed for a few examples.
 
 Generative model p(y) p(z) p(x | y, z) with p(y) uniform and p(z) = N(0, I); recognition
-model q(y | x) q(z | x, y).  Every example's bound is computed for all classes at once
-(the batch is repeated num_classes times and goes through the networks in one pass),
-then weighted by the observed one-hot label or by q(y | x), so the labelled bound
-L(x, y) and the unlabelled bound U(x) come from the same tensors.
+model q(y | x) q(z | x, y).  A training step builds one set of rows: every unlabelled
+example once per class (so U(x) sums the class out exactly) and every labelled example
+once, for its own class (L(x, y) needs no other).  All rows go through q(z | x, y) and
+p(x | y, z) in one pass.  The encoder's first layer is split as W_x x + W_y y: W_x x is
+computed once per example and shared by its K rows, so the image is projected once, not K
+times (the same function as a dense layer over [x, one_hot(y)]).
 """
+import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -43,6 +46,8 @@ class M2(GenerativeModel):
     """
 
     loss_names = ("loss", "reconstruction", "kl_z", "kl_y", "classification")
+    xla_incompatibility = ("M2's step computes a number of rows that depends on the batch's label mask "
+                           "(every class for an unlabelled example, one for a labelled one), which XLA cannot compile")
 
     def __init__(
         self,
@@ -78,19 +83,33 @@ class M2(GenerativeModel):
         K, d = self.num_classes, self.latent_dim
         self.likelihood = observation_layer(likelihood, self.data_shape)
         z_params = distributions.DiagonalNormal.params_size(d)
+        # q(z | x, y) = head(activation(trunk(x) + class_embedding(y))): trunk ends in the
+        # linear map of x that a dense layer over [x, y] would apply, so it is shared by
+        # the K class rows of an example.
         if network == "mlp":
             mlp = dict(hidden_units=self.hidden_units, activation=activation)
             self.classifier = networks.mlp([self.data_shape], K, name="classifier", **mlp)
-            self.encoder = networks.mlp([self.data_shape, (K,)], z_params, name="encoder", **mlp)
+            mixing_units = self.hidden_units[0] if self.hidden_units else z_params
+            self.encoder_trunk = networks.mlp([self.data_shape], mixing_units, hidden_units=(),
+                                              name="encoder_trunk")
+            self.encoder_head = networks.mlp([(mixing_units,)], z_params, hidden_units=self.hidden_units[1:],
+                                             activation=activation, name="encoder_head") \
+                if self.hidden_units else None
             self.decoder_network = networks.mlp(
                 [(K,), (d,)], type(self.likelihood).params_size(self.data_shape), name="decoder", **mlp)
         elif network == "conv":
+            mixing_units = 256
             self.classifier = networks.conv_encoder(self.data_shape, K, name="classifier")
-            self.encoder = networks.conv_encoder(self.data_shape, z_params, extra_input_shapes=[(K,)], name="encoder")
+            self.encoder_trunk = networks.conv_encoder(self.data_shape, mixing_units, dense_units=0,
+                                                       name="encoder_trunk")
+            self.encoder_head = networks.mlp([(mixing_units,)], z_params, hidden_units=(), name="encoder_head")
             self.decoder_network = networks.conv_decoder(
                 [(K,), (d,)], self.data_shape, params_per_pixel=type(self.likelihood).params_size(1), name="decoder")
         else:
             raise ValueError(f"network: expected one of {NETWORKS}, received {network!r}")
+        self.class_embedding = keras.layers.Dense(mixing_units, use_bias=False, name="encoder_class_embedding")
+        self.class_embedding.build((None, K))
+        self.mixing_activation = keras.activations.get(activation if self.encoder_head is not None else None)
         self.posterior_z = distributions.DiagonalNormal(d, name="q_z")
         self.prior_z = standard_normal(d)
 
@@ -112,62 +131,81 @@ class M2(GenerativeModel):
 
     def q_z(self, x, y_one_hot, training=False):
         """q(z | x, y): ``x`` [batch, *input_shape], ``y_one_hot`` [batch, K] -> Normal over [batch, latent_dim]."""
-        return self.posterior_z(self.encoder([x, y_one_hot], training=training))
+        return self._q_z_from_projection(self.encoder_trunk(x, training=training), y_one_hot, training)
+
+    def _q_z_from_projection(self, projected_x, y_one_hot, training=False):
+        """q(z | x, y) from ``projected_x`` = trunk(x) [rows, units] and ``y_one_hot`` [rows, K]."""
+        # float32 activation, as in networks.mlp (bfloat16 transcendentals are slow on CPUs).
+        h = self.mixing_activation(tf.cast(projected_x + self.class_embedding(y_one_hot), tf.float32))
+        if self.encoder_head is not None:
+            h = self.encoder_head(h, training=training)
+        return self.posterior_z(h)
 
     def p_x(self, y_one_hot, z, training=False):
         """p(x | y, z): ``y_one_hot`` [batch, K], ``z`` [batch, latent_dim] -> distribution over [batch, *input_shape]."""
         return self.likelihood(self.decoder_network([y_one_hot, z], training=training))
 
-    def class_bounds(self, x, noise=None, training=False):
-        """The labelled bound's pieces for every class at once.
+    def row_bounds(self, x, rows, noise=None, training=False):
+        """log p(x | y, z) + log p(y) - KL(q(z | x, y) || p(z)) for each (example, class) row.
 
         Args:
           x: ``[batch, *input_shape]``.
-          noise: optional standard-normal ``[batch, K, latent_dim]`` used as the
-            reparameterisation noise (so a test can repeat the same draw); sampled if None.
+          rows: ``objectives.ClassRows`` naming the example and class of every row.
+          noise: optional standard-normal ``[batch, K, latent_dim]`` reparameterisation
+            noise (row (b, k) uses ``noise[b, k]``) so a test can repeat a draw; sampled if None.
 
         Returns:
-          dict of ``[batch, K]`` tensors: ``log_likelihood`` log p(x | y=k, z_k) and
-          ``kl_z`` KL(q(z | x, y=k) || p(z)), with z_k ~ q(z | x, y=k).
+          dict of ``[rows]`` tensors: ``bound``, ``log_likelihood`` and ``kl_z``.
         """
-        K = self.num_classes
-        # Example-major repetition: row b * K + k holds example b with class k.
-        x_all = tf.repeat(x, K, axis=0)
-        y_all = tf.tile(tf.eye(K, dtype=x.dtype), [tf.shape(x)[0], 1])
-        q = self.q_z(x_all, y_all, training=training)
+        projected = tf.gather(self.encoder_trunk(x, training=training), rows.example)
+        y_rows = tf.one_hot(rows.label, self.num_classes, dtype=projected.dtype)
+        q = self._q_z_from_projection(projected, y_rows, training)
         if noise is None:
             z = q.sample()
         else:
-            z = q.mean() + q.stddev() * tf.reshape(noise, [-1, self.latent_dim])
-        log_likelihood = self.p_x(y_all, z, training=training).log_prob(x_all)
+            z = q.mean() + q.stddev() * tf.gather_nd(noise, tf.stack([rows.example, rows.label], axis=-1))
+        log_likelihood = self.p_x(y_rows, z, training=training).log_prob(tf.gather(x, rows.example))
         kl_z = tfd.kl_divergence(q, self.prior_z)
-        return {
-            "log_likelihood": tf.reshape(log_likelihood, [-1, K]),
-            "kl_z": tf.reshape(kl_z, [-1, K]),
-        }
+        bound = objectives.elbo(log_likelihood + objectives.uniform_log_prior(self.num_classes), [kl_z])
+        return {"bound": bound, "log_likelihood": log_likelihood, "kl_z": kl_z}
+
+    def class_bounds(self, x, noise=None, training=False):
+        """The labelled bound's pieces for every example and every class (the naive enumeration).
+
+        Args:
+          x: ``[batch, *input_shape]``.
+          noise: as in ``row_bounds``.
+
+        Returns:
+          dict of ``[batch, K]`` tensors: ``bound``, ``log_likelihood`` log p(x | y=k, z_k) and
+          ``kl_z`` KL(q(z | x, y=k) || p(z)), with z_k ~ q(z | x, y=k).
+        """
+        batch = tf.shape(x)[0]
+        rows = objectives.class_rows(tf.zeros([batch], tf.int32), tf.zeros([batch], tf.bool), self.num_classes)
+        return {name: tf.reshape(value, [-1, self.num_classes])
+                for name, value in self.row_bounds(x, rows, noise, training).items()}
 
     def compute_losses(self, batch, training=False, noise=None):
-        """Loss terms for a batch dict; ``noise`` as in ``class_bounds`` (sampled if None)."""
+        """Loss terms for a batch dict; ``noise`` as in ``row_bounds`` (sampled if None)."""
         x, y, y_mask = batch["x"], batch["y"], batch["y_mask"]
         x = as_input(x, self.data_shape, "x")
-        logits = self.classifier(x, training=training)
-        terms = self.class_bounds(x, noise=noise, training=training)
-        log_prior_y = objectives.uniform_log_prior(self.num_classes)
-        bounds = objectives.elbo(terms["log_likelihood"] + log_prior_y, [terms["kl_z"]])
-        # One-hot where y is observed (the labelled bound L(x, y)); q(y | x) elsewhere (U(x)).
-        weights = objectives.class_weights(logits, y, y_mask)
-        bound = objectives.marginalise_classes(bounds, weights)
+        logits = tf.cast(self.classifier(x, training=training), tf.float32)
+        rows = objectives.class_rows(y, y_mask, self.num_classes)
+        terms = self.row_bounds(x, rows, noise=noise, training=training)
+        # L(x, y) where y is observed; U(x) = E_q(y|x)[L(x, y)] + H(q(y | x)) elsewhere.
+        bound = objectives.enumerated_bound(terms["bound"], logits, rows)
         cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=tf.cast(y, tf.int32) * tf.cast(y_mask, tf.int32), logits=logits
         )
         classification = objectives.masked_mean(cross_entropy, y_mask)
-        # KL(weights || uniform p(y)); together with the two terms below it adds up to -bound.
-        kl_y = tf.reduce_sum(tf.math.xlogy(weights, weights), axis=-1) - log_prior_y
+        reconstruction = objectives.enumerated_bound(-terms["log_likelihood"], logits, rows, entropy=False)
+        kl_z = objectives.enumerated_bound(terms["kl_z"], logits, rows, entropy=False)
         losses = {
             "loss": -tf.reduce_mean(bound) + self.classification_weight * classification,
-            "reconstruction": tf.reduce_mean(tf.reduce_sum(-weights * terms["log_likelihood"], axis=-1)),
-            "kl_z": tf.reduce_mean(tf.reduce_sum(weights * terms["kl_z"], axis=-1)),
-            "kl_y": tf.reduce_mean(kl_y),
+            "reconstruction": tf.reduce_mean(reconstruction),
+            "kl_z": tf.reduce_mean(kl_z),
+            # KL(weights || uniform p(y)): the rest of -bound.
+            "kl_y": -tf.reduce_mean(bound) - tf.reduce_mean(reconstruction) - tf.reduce_mean(kl_z),
             "classification": classification,
         }
         return losses, tf.nn.softmax(logits)
@@ -177,7 +215,7 @@ class M2(GenerativeModel):
     def classify(self, images):
         """``images`` [batch, *input_shape] -> ``probabilities`` [batch, K] and ``class`` int64 [batch]."""
         images = as_input(images, self.data_shape)
-        probabilities = tf.nn.softmax(self.classifier(images))
+        probabilities = tf.nn.softmax(tf.cast(self.classifier(images), tf.float32))
         return {"probabilities": probabilities, "class": tf.argmax(probabilities, axis=-1)}
 
     def encode(self, images):

@@ -32,6 +32,7 @@ class SSDGM(M2):
     """
 
     loss_names = ("loss", "reconstruction", "bound", "classification")
+    xla_incompatibility = None  # the graph objective's rows are copies of the batch: static shapes
 
     def __init__(self, input_shape, num_classes, gamma=1.0, num_samples=1, variant="weighted",
                  discrete="enumerate", temperature=0.66, **kwargs):
