@@ -125,13 +125,17 @@ def test_many_members_with_identical_tiny_scales():
 
 @pytest.mark.parametrize("method", grouping.METHODS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_single_member_group_is_returned_exactly(method, dtype):
+def test_single_member_group_is_its_member(method, dtype):
     loc, scale, ids = make_batch(seed=4, dtype=dtype)
     g_loc, g_scale = grouping.group_posterior(loc, scale, ids, NUM_GROUPS, method=method)
     single = GROUP_IDS[SIZES.index(1)]
     (member,) = np.flatnonzero(ids == single)
-    np.testing.assert_array_equal(g_loc.numpy()[single], loc[member])
-    np.testing.assert_array_equal(g_scale.numpy()[single], scale[member])
+    # The product goes through log-precisions and back (a log, a log-sum-exp, an exp): each
+    # rounds once, and the exp/log kernels differ between CPUs by an ulp or two, so the
+    # member comes back within a few ulps, not bit for bit (8 ulps of the dtype allowed).
+    rtol = 8 * np.finfo(dtype).eps
+    np.testing.assert_allclose(g_loc.numpy()[single], loc[member], rtol=rtol, atol=0)
+    np.testing.assert_allclose(g_scale.numpy()[single], scale[member], rtol=rtol, atol=0)
 
 
 def test_inside_tf_function_with_static_and_computed_num_groups():

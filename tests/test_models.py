@@ -105,8 +105,9 @@ def test_classification_weight_is_alpha_times_total_over_labelled():
     np.testing.assert_allclose(with_classification["classification"], labelled_ce, rtol=1e-5)
     model.classification_weight = 0.0
     without, _ = model.compute_losses(batch, noise=noise)
+    # Per labelled example, averaged over the whole batch (labelled and unlabelled).
     np.testing.assert_allclose(
-        with_classification["loss"] - without["loss"], 50.0 * labelled_ce, rtol=1e-4
+        with_classification["loss"] - without["loss"], 50.0 * ce[batch["y_mask"].numpy()].sum() / 6, rtol=1e-4
     )
 
 

@@ -12,8 +12,11 @@ import math
 import typing
 
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from tfssvae import graph
+
+tfd = tfp.distributions
 
 
 def elbo(log_likelihood, kl_terms):
@@ -150,8 +153,30 @@ def _tile_rows(tensor, copies):
     return tf.tile(tensor, tf.concat([[copies], tf.ones([tf.rank(tensor) - 1], tf.int32)], axis=0))
 
 
+def latent_log_ratio(q, p, analytic_kl=True):
+    """log p - log q of the latent variables of two traces, ``[rows]``, with analytic KLs where they exist.
+
+    For a variable that is latent in ``q`` (never observed) and whose pair of densities
+    has a registered ``tfd.kl_divergence`` (Normal against Normal, ...), the single-sample
+    ``log p(v) - log q(v)`` is replaced by its expectation ``-KL(q(v) || p(v))``: the same
+    bound in expectation, with less variance (this is how M2's bound treats z).
+    """
+    log_ratio = p.log_prob_sum() - q.log_prob_sum()
+    if not analytic_kl:
+        return log_ratio
+    for name, record in q.records.items():
+        if record.kind != "latent" or name not in p:
+            continue
+        try:
+            kl = tfd.kl_divergence(record.distribution, p.records[name].distribution)
+        except NotImplementedError:
+            continue
+        log_ratio = log_ratio - (p.records[name].log_prob - record.log_prob) - kl
+    return log_ratio
+
+
 def partially_supervised_bound(encode, decode, x, supervision=None, num_samples=1, alpha=0.1,
-                               variant="weighted", enumerate=None, temperature=0.66):
+                               variant="weighted", enumerate=None, temperature=0.66, analytic_kl=True):
     """The semi-supervised objective of Siddharth et al. (2017) for any encoder/decoder graph.
 
     Every example is drawn ``num_samples`` times (times K if a discrete variable is
@@ -180,6 +205,9 @@ def partially_supervised_bound(encode, decode, x, supervision=None, num_samples=
       variant: ``"weighted"`` (the paper's estimator) or ``"iw"`` (log-mean-exp).
       enumerate: ``(name, K)`` to sum a discrete variable out exactly instead of relaxing it.
       temperature: Concrete temperature of relaxed discrete variables.
+      analytic_kl: in the weighted variant, use KL(q || p) in closed form for latent
+        variables whose pair of densities has one (``latent_log_ratio``); the iw variant
+        needs the sampled density ratio and always uses it.
 
     Returns:
       dict of ``[batch]`` tensors: ``bound``, ``classification`` (log q^(y | x)),
@@ -223,7 +251,7 @@ def partially_supervised_bound(encode, decode, x, supervision=None, num_samples=
         return tf.reshape(t, [copies, batch])
 
     zeros = tf.zeros([copies * batch])
-    log_q, log_p = grid(q.log_prob_sum()), grid(p.log_prob_sum())
+    log_ratio = grid(latent_log_ratio(q, p, analytic_kl and variant == "weighted"))
     log_w = grid(tf.add_n([zeros] + [
         tf.where(r.observed, r.log_prob, 0.0) for r in q.records.values() if r.observed is not None
     ]))
@@ -238,9 +266,9 @@ def partially_supervised_bound(encode, decode, x, supervision=None, num_samples=
     classification = tf.reduce_logsumexp(log_a + log_w, axis=0)
     weights = tf.nn.softmax(log_a + log_w, axis=0)
     if variant == "weighted":
-        bound = tf.reduce_sum(weights * (log_p - log_q), axis=0) + (1.0 + alpha) * classification
+        bound = tf.reduce_sum(weights * log_ratio, axis=0) + (1.0 + alpha) * classification
     else:
-        bound = tf.reduce_logsumexp(log_a + log_w + log_p - log_q, axis=0) + alpha * classification
+        bound = tf.reduce_logsumexp(log_a + log_w + log_ratio, axis=0) + alpha * classification
     masks = [mask for _, mask in supervision.values()]
     supervised = tf.reduce_any(tf.stack(masks), axis=0) if masks else tf.zeros([batch], tf.bool)
     return {

@@ -200,8 +200,11 @@ class M2(GenerativeModel):
         classification = objectives.masked_mean(cross_entropy, y_mask)
         reconstruction = objectives.enumerated_bound(-terms["log_likelihood"], logits, rows, entropy=False)
         kl_z = objectives.enumerated_bound(terms["kl_z"], logits, rows, entropy=False)
+        # Per example: -bound, plus the weighted cross-entropy where the label is observed
+        # (Kingma et al.'s alpha * N / N_labelled per labelled example), averaged over the batch.
+        labelled = tf.cast(y_mask, cross_entropy.dtype)
         losses = {
-            "loss": -tf.reduce_mean(bound) + self.classification_weight * classification,
+            "loss": tf.reduce_mean(-bound + self.classification_weight * labelled * cross_entropy),
             "reconstruction": tf.reduce_mean(reconstruction),
             "kl_z": tf.reduce_mean(kl_z),
             # KL(weights || uniform p(y)): the rest of -bound.
