@@ -22,6 +22,7 @@ setuptools.setup(
         "tensorflow-metadata<1.18",
         "networkx>=3.0",
         "absl-py>=1.0",
+        "ml_collections>=1.0",
         "scikit-learn>=1.3",
         "numpy",
         "pillow",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfssvae import assignment, experiment, models
+from tfssvae import assignment, configs, experiment, models
 from tfssvae.data import sprites
 
 SMALL = dict(filters=(4, 4, 4, 4), dense_units=16)
@@ -84,10 +84,9 @@ def test_bad_settings_are_value_errors(options, match):
 
 def test_cascade_needs_sprites_and_no_xla(tmp_path):
     with pytest.raises(ValueError, match="sprites"):
-        experiment.run(experiment.Settings(model="cascade_vae", dataset="digits", model_dir=str(tmp_path)))
+        experiment.run(configs.get("cascade_vae", {"dataset": "digits", "model_dir": str(tmp_path)}))
     with pytest.raises(ValueError, match="jit_compile"):
-        experiment.run(experiment.Settings(model="cascade_vae", dataset="sprites", jit_compile=True,
-                                           model_dir=str(tmp_path)))
+        experiment.run(configs.get("cascade_vae", {"jit_compile": True, "model_dir": str(tmp_path)}))
 
 
 REPLICAS = """
@@ -122,10 +121,10 @@ def test_the_assignment_works_with_batches_split_across_replicas():
 
 
 def test_cascade_runs_end_to_end(tmp_path):
-    results = experiment.run(experiment.Settings(
-        model="cascade_vae", dataset="sprites", epochs=1, steps_per_epoch=3, batch_size=8, relieve_every=1,
-        assign_start=2, eval_samples=64, factor_vae_votes=(10, 5), model_dir=str(tmp_path / "m"),
-        export_dir=str(tmp_path / "x"), verbose=0))
+    results = experiment.run(configs.get("cascade_vae", {
+        "dataset": "sprites", "epochs": 1, "steps_per_epoch": 3, "batch_size": 8, "model.relieve_every": 1,
+        "model.assign_start": 2, "eval_samples": 64, "factor_vae_votes": (10, 5), "model_dir": str(tmp_path / "m"),
+        "export_dir": str(tmp_path / "x"), "verbose": 0}))
     for key in ("factor_vae_score", "mig", "shape_accuracy"):
         assert 0.0 <= results[key] <= 1.0
     loaded = tf.saved_model.load(results["export_path"])

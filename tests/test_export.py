@@ -9,31 +9,38 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfssvae import configs
 from tfssvae import data as data_lib
 from tfssvae import experiment
 from tfssvae import export as export_lib
 
-TINY = dict(dataset="digits", num_labels=20, epochs=1, m1_epochs=1, batch_size=50, validation_size=50,
-            latent_dim=3, hidden_units=(16,), verbose=0)
+TINY = {"dataset": "digits", "num_labels": 20, "epochs": 1, "batch_size": 50, "validation_size": 50,
+        "model.hidden_units": (16,), "verbose": 0}
+TINY_LATENT = {"m2": {"model.latent_dim": 3},
+               "m1m2": {"m1_epochs": 1, "model.m1_latent_dim": 3, "model.m2_latent_dim": 3}}
+
+
+def tiny(name, changes):
+    """The package config ``name`` with tiny sizes, then ``changes`` (dotted field names)."""
+    return configs.get(name, {**TINY, **TINY_LATENT[name], **changes})
 
 
 @pytest.fixture(scope="module")
 def m2_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("m2_run")
-    settings = experiment.Settings(model="m2", model_dir=str(root / "model"), export_dir=str(root / "exports"),
-                                   **TINY)
-    return settings, experiment.run(settings)
+    config = tiny("m2", {"model_dir": str(root / "model"), "export_dir": str(root / "exports")})
+    return config, experiment.run(config)
 
 
 def test_run_writes_metrics_and_a_numbered_export(m2_run):
-    settings, results = m2_run
-    written = json.loads(open(os.path.join(settings.model_dir, "metrics.json")).read())
+    config, results = m2_run
+    written = json.loads(open(os.path.join(config.model_dir, "metrics.json")).read())
     assert written == results
     assert 0.0 <= written["test_error"] <= 1.0 and written["train_examples_per_second"] > 0
-    assert results["export_path"] == os.path.join(settings.export_dir, "m2", "1")
+    assert results["export_path"] == os.path.join(config.export_dir, "m2", "1")
     assert os.path.exists(os.path.join(results["export_path"], "saved_model.pb"))
     # Nothing half-written is left beside the version.
-    assert os.listdir(os.path.join(settings.export_dir, "m2")) == ["1"]
+    assert os.listdir(os.path.join(config.export_dir, "m2")) == ["1"]
 
 
 LOAD_AND_CLASSIFY = """
@@ -58,7 +65,7 @@ print(json.dumps({
 
 
 def test_export_classifies_in_a_fresh_process_like_the_model(m2_run, tmp_path):
-    settings, results = m2_run
+    config, results = m2_run
     source = data_lib.load_source("digits")
     images = source.test_images[:7]
     np.save(tmp_path / "images.npy", images)
@@ -75,10 +82,10 @@ def test_export_classifies_in_a_fresh_process_like_the_model(m2_run, tmp_path):
     assert served["reconstruction_shape"] == [7, 8, 8, 1]
 
     # The same numbers as the model that was trained, restored from its checkpoint here.
-    restored = experiment.build_model(settings, (8, 8, 1), 10, num_examples=1)
+    restored = experiment.build_model(config, (8, 8, 1), 10, num_examples=1)
     restored.build_variables()
     checkpoint = tf.train.Checkpoint(model=restored)
-    checkpoint.restore(tf.train.latest_checkpoint(os.path.join(settings.model_dir, "checkpoints"))).expect_partial()
+    checkpoint.restore(tf.train.latest_checkpoint(os.path.join(config.model_dir, "checkpoints"))).expect_partial()
     expected = restored.classify(images)
     np.testing.assert_allclose(served["probabilities"], expected["probabilities"].numpy(), rtol=1e-4, atol=1e-6)
     assert served["class"] == expected["class"].numpy().tolist()
@@ -99,8 +106,8 @@ def test_saved_model_cli_lists_the_signatures(m2_run):
 
 
 def test_versions_count_up_and_a_failed_export_leaves_nothing(m2_run, tmp_path, monkeypatch):
-    settings, _ = m2_run
-    model = experiment.build_model(settings, (8, 8, 1), 10, num_examples=1)
+    config, _ = m2_run
+    model = experiment.build_model(config, (8, 8, 1), 10, num_examples=1)
     base = str(tmp_path / "exports")
     assert export_lib.export(model, base).endswith(os.sep + "1")
     assert export_lib.export(model, base).endswith(os.sep + "2")
@@ -117,27 +124,26 @@ def test_versions_count_up_and_a_failed_export_leaves_nothing(m2_run, tmp_path, 
 
 
 def test_m1m2_runs_end_to_end(tmp_path):
-    settings = experiment.Settings(model="m1m2", model_dir=str(tmp_path / "model"),
-                                   export_dir=str(tmp_path / "exports"), **TINY)
-    results = experiment.run(settings)
+    config = tiny("m1m2", {"model_dir": str(tmp_path / "model"), "export_dir": str(tmp_path / "exports")})
+    results = experiment.run(config)
     assert 0.0 <= results["test_error"] <= 1.0
-    assert os.path.exists(os.path.join(settings.model_dir, "m1", "checkpoints"))
+    assert os.path.exists(os.path.join(config.model_dir, "m1", "checkpoints"))
     assert os.path.exists(os.path.join(results["export_path"], "saved_model.pb"))
 
 
 @pytest.mark.parametrize(
     "changes, match",
     [
-        ({"model": "m3"}, "model: expected one of"),
+        ({"model.name": "m3"}, "model: expected one of"),
         ({"dataset": "cifar"}, "cifar"),
         ({"num_labels": 5000}, "num_labels"),
         ({"num_labels": 25}, "divisible"),
     ],
 )
-def test_bad_settings_are_value_errors(tmp_path, changes, match):
-    settings = experiment.Settings(model_dir=str(tmp_path), export=False, **{**TINY, **changes})
+def test_bad_configs_are_value_errors(tmp_path, changes, match):
+    config = tiny("m2", {"model_dir": str(tmp_path), "export": False, **changes})
     with pytest.raises(ValueError, match=match):
-        experiment.run(settings)
+        experiment.run(config)
 
 
 def run_binary(*args):
@@ -147,8 +153,8 @@ def run_binary(*args):
 
 
 def test_export_and_evaluate_binaries_reproduce_the_test_error(m2_run, tmp_path):
-    settings, results = m2_run
-    exported = run_binary("binaries.export", f"--model_dir={settings.model_dir}", f"--export_dir={tmp_path}")
+    config, results = m2_run
+    exported = run_binary("binaries.export", f"--model_dir={config.model_dir}", f"--export_dir={tmp_path}")
     assert exported.returncode == 0, exported.stderr[-3000:]
     path = os.path.join(str(tmp_path), "m2", "1")
     assert f"SavedModel: {path}" in exported.stdout
@@ -162,7 +168,7 @@ def test_export_and_evaluate_binaries_reproduce_the_test_error(m2_run, tmp_path)
 
 
 def test_the_binary_reports_bad_flags_without_a_traceback():
-    completed = run_binary("binaries.train", "--model=m9", "--export=false")
+    completed = run_binary("binaries.train", "--config.model.name=m9", "--config.export=false")
     assert completed.returncode == 2
     assert "error: model: expected one of" in completed.stderr
     assert "Traceback" not in completed.stderr
@@ -171,10 +177,10 @@ def test_the_binary_reports_bad_flags_without_a_traceback():
 def test_a_seed_makes_a_run_repeatable_on_cpu(tmp_path):
     summaries = []
     for name in ("a", "b"):
-        settings = experiment.Settings(model="m2", model_dir=str(tmp_path / name), export=False, **TINY)
-        experiment.run(settings)
+        config = tiny("m2", {"model_dir": str(tmp_path / name), "export": False})
+        experiment.run(config)
         summaries.append(json.loads((tmp_path / name / "train_summary.json").read_text())["final_losses"])
     assert summaries[0] == summaries[1]
-    other = experiment.Settings(model="m2", model_dir=str(tmp_path / "c"), export=False, **{**TINY, "seed": 1})
+    other = tiny("m2", {"model_dir": str(tmp_path / "c"), "export": False, "seed": 1})
     experiment.run(other)
     assert json.loads((tmp_path / "c" / "train_summary.json").read_text())["final_losses"] != summaries[0]

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from tfssvae import data as data_lib
-from tfssvae import experiment, models
+from tfssvae import configs, experiment, models
 
 SHAPE = (8, 8, 1)
 
@@ -87,10 +87,11 @@ def test_grouped_source_batches():
 
 
 def test_mlvae_runs_end_to_end_with_metrics_and_export(tmp_path):
-    settings = experiment.Settings(model="mlvae", dataset="digits", epochs=1, content_dim=3, style_dim=2,
-                                   hidden_units=(16,), groups_per_batch=8, group_size=4, verbose=0,
-                                   model_dir=str(tmp_path / "m"), export_dir=str(tmp_path / "x"))
-    results = experiment.run(settings)
+    config = configs.get("mlvae", {
+        "dataset": "digits", "epochs": 1, "model.content_dim": 3, "model.style_dim": 2, "model.hidden_units": (16,),
+        "groups_per_batch": 8, "group_size": 4, "verbose": 0,
+        "model_dir": str(tmp_path / "m"), "export_dir": str(tmp_path / "x")})
+    results = experiment.run(config)
     assert results == json.loads((tmp_path / "m" / "metrics.json").read_text())
     assert 0 <= results["content_probe_accuracy"] <= 1 and 0 <= results["style_probe_accuracy"] <= 1
     assert set(results["test_elbo_per_observation"]) == {"1", "2", "5", "10", "20"}

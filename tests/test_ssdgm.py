@@ -7,17 +7,17 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from tfssvae import experiment, figures, models
+from tfssvae import configs, experiment, figures, models
 
-TINY = dict(num_labels=20, epochs=1, batch_size=20, labelled_batch_size=10, validation_size=10,
-            latent_dim=3, hidden_units=(16,), verbose=0)
+TINY = {"num_labels": 20, "epochs": 1, "batch_size": 20, "labelled_batch_size": 10, "validation_size": 10,
+        "model.latent_dim": 3, "model.hidden_units": (16,), "verbose": 0}
 
 
 def test_ssdgm_svhn_trains_on_tfds_svhn_and_exports(tmp_path):
     with tfds.testing.mock_data(num_examples=60):
-        results = experiment.run(experiment.Settings(
-            model="ssdgm_svhn", dataset="tfds:svhn_cropped", model_dir=str(tmp_path / "model"),
-            export_dir=str(tmp_path / "exports"), **TINY))
+        results = experiment.run(configs.get("ssdgm_svhn", {
+            "dataset": "tfds:svhn_cropped", "model_dir": str(tmp_path / "model"),
+            "export_dir": str(tmp_path / "exports"), **TINY}))
     assert 0.0 <= results["test_error"] <= 1.0
     loaded = tf.saved_model.load(results["export_path"])
     images = tf.random.uniform([2, 32, 32, 3])
@@ -29,8 +29,8 @@ def test_ssdgm_svhn_trains_on_tfds_svhn_and_exports(tmp_path):
 @pytest.fixture(scope="module")
 def ssdgm_export(tmp_path_factory):
     root = tmp_path_factory.mktemp("ssdgm")
-    return experiment.run(experiment.Settings(model="ssdgm_mnist", dataset="digits", model_dir=str(root / "m"),
-                                              export_dir=str(root / "x"), **TINY))["export_path"]
+    return experiment.run(configs.get("ssdgm_mnist", {"dataset": "digits", "model_dir": str(root / "m"),
+                                                      "export_dir": str(root / "x"), **TINY}))["export_path"]
 
 
 def test_figures_from_an_export(ssdgm_export, tmp_path):

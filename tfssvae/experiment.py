@@ -1,12 +1,17 @@
 """A whole run: load data, split labels, build the model, train, evaluate, export.
 
-The training binary maps its flags onto ``Settings`` and calls ``run``; tests and
-benchmarks call ``run`` directly.  Everything a run produces lands in its model
-directory (checkpoints, TensorBoard events, ``model.json``, ``metrics.json``) and,
-unless disabled, as a numbered SavedModel version under ``export_dir/<model>/``.
+A run is described by an ``ml_collections.ConfigDict`` from ``tfssvae/configs/``
+(``configs.get("m2")``, or the training binary's ``--config``): shared run fields, the
+model family's own run options, and ``config.model``, the model's registry ``name`` and
+its constructor arguments.  ``validate`` checks a config; ``run`` runs it.  Everything a
+run produces lands in its model directory (checkpoints, TensorBoard events,
+``model.json``, ``metrics.json``) and, unless disabled, as a numbered SavedModel version
+under ``export_dir/<model>/``.
 """
 import dataclasses
+import inspect
 import json
+import numbers
 import os
 import re
 
@@ -16,205 +21,309 @@ import tensorflow as tf
 from tfssvae import data as data_lib
 from tfssvae import export as export_lib
 from tfssvae.data import sprites
-from tfssvae import evaluation, metrics, models, training
+from tfssvae import configs, evaluation, metrics, models, training
+
+#: Constructor arguments that depend on the data; the experiment fills them in (M1+M2's
+#: ``active_dims`` are chosen from the data by ``freeze_m1``), configs leave them out.
+DATA_ARGUMENTS = ("input_shape", "num_classes", "num_examples", "num_labelled", "active_dims")
 
 
-@dataclasses.dataclass
-class Settings:
-    """Everything that defines a run; the training binary's flags have the same names."""
-
-    model: str = "m2"
-    dataset: str = "digits"
-    data_dir: str | None = None
-    num_labels: int = 100
-    validation_size: int = -1  # -1: a tenth of the training set, at most 5,000
-    epochs: int = 10
-    m1_epochs: int = 10  # M1+M2 only: epochs of the M1 stage
-    batch_size: int = 100
-    labelled_batch_size: int = -1  # -1: half the batch, at most num_labels
-    learning_rate: float = 3e-4
-    alpha: float = 0.1
-    gamma: float = 1.0  # ssdgm: weight of supervised examples
-    num_samples: int = 1  # ssdgm: S, samples of z per example
-    variant: str = "weighted"  # ssdgm: "weighted" (the paper's estimator) or "iw" (log-mean-exp)
-    discrete: str = "enumerate"  # ssdgm: latent class summed out ("enumerate") or Concrete ("relax")
-    temperature: float = 0.66  # ssdgm: Concrete temperature
-    discrete_size: int = 3  # cascade_vae: values of the discrete code d
-    beta_h: float = 10.0  # cascade_vae: KL weight of penalised dimensions
-    beta_l: float = 0.1  # cascade_vae: KL weight of relieved dimensions
-    relieve_every: int = 20000  # cascade_vae: iterations between relieving one more dimension
-    assign_start: int = 80000  # cascade_vae: iteration from which d is learned by assignment
-    pair_penalty: float = 0.001  # cascade_vae: cost per pair of batch examples sharing d
-    solver: str = "fast"  # cascade_vae: "fast" or "networkx"
-    steps_per_epoch: int = 1000  # cascade_vae: sprites are endless; an epoch is this many steps
-    eval_samples: int = 10000  # cascade_vae: examples for MIG and shape accuracy
-    factor_vae_votes: tuple = (10000, 5000)  # cascade_vae: FactorVAE training / evaluation votes
-    content_dim: int = 10  # mlvae
-    style_dim: int = 10  # mlvae
-    groups_per_batch: int = 16  # mlvae: groups G in a batch
-    group_size: int = 5  # mlvae: members K of a group (the largest with variable sizes)
-    variable_group_sizes: bool = False  # mlvae: group sizes drawn from 1..K
-    group_method: str = "product"  # mlvae: "product", "average" or "geometric"
-    include_prior: bool = False  # mlvae: the prior as one more factor of the group posterior
-    content_per_observation: bool = False  # mlvae: sample group content per member, not per group
-    latent_dim: int | None = None  # None: the model's default (50; CascadeVAE 6)
-    hidden_units: tuple = (500,)
-    activation: str = "softplus"
-    likelihood: str = "bernoulli"
-    seed: int = 0
-    jit_compile: bool = False
-    checkpoint_every: int = 1000
-    model_dir: str | None = None  # default: runs/<model>_<dataset>_<num_labels>labels_seed<seed>
-    export_dir: str = "saved_models"
-    export: bool = True
-    verbose: int = 1
+def _integer(minimum):
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+            return f"expected an integer >= {minimum}"
+    return check
 
 
-def default_model_dir(settings):
-    dataset = re.sub(r"[^A-Za-z0-9]+", "-", settings.dataset).strip("-")
-    return os.path.join("runs", f"{settings.model}_{dataset}_{settings.num_labels}labels_seed{settings.seed}")
+def _positive_number(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        return "expected a positive number"
 
 
-def build_model(settings, input_shape, num_classes, num_examples):
-    """The model named by ``settings.model``, sized for the data."""
-    model_class = models.model_class(settings.model)
-    common = dict(
-        hidden_units=tuple(settings.hidden_units),
-        activation=settings.activation,
-        likelihood=settings.likelihood,
-    )
-    semi_supervised = dict(alpha=settings.alpha, num_examples=num_examples, num_labelled=settings.num_labels)
-    latent_dim = settings.latent_dim or 50
-    if model_class is models.CascadeVAE:
-        return models.CascadeVAE(
-            input_shape, num_classes, latent_dim=settings.latent_dim or 6, discrete_size=settings.discrete_size,
-            beta_h=settings.beta_h, beta_l=settings.beta_l, relieve_every=settings.relieve_every,
-            assign_start=settings.assign_start, pair_penalty=settings.pair_penalty, solver=settings.solver)
-    if model_class is models.M1:
-        return models.M1(input_shape, num_classes, latent_dim=latent_dim, **common)
-    if model_class is models.M2:
-        return models.M2(input_shape, num_classes, latent_dim=latent_dim, **common, **semi_supervised)
-    if model_class is models.MLVAE:
-        return models.MLVAE(
-            input_shape, num_classes, content_dim=settings.content_dim, style_dim=settings.style_dim,
-            group_method=settings.group_method, include_prior=settings.include_prior,
-            content_per_observation=settings.content_per_observation, **common,
-        )
-    if issubclass(model_class, models.SSDGM):
-        return model_class(
-            input_shape, num_classes, latent_dim=latent_dim, gamma=settings.gamma,
-            num_samples=settings.num_samples, variant=settings.variant, discrete=settings.discrete,
-            temperature=settings.temperature, **common, **semi_supervised,
-        )
-    return models.M1M2(
-        input_shape, num_classes, m1_latent_dim=latent_dim, m2_latent_dim=latent_dim,
-        **common, **semi_supervised,
-    )
+def _boolean(value):
+    if not isinstance(value, bool):
+        return "expected True or False"
 
 
-def _validation_size(settings, source):
-    if settings.validation_size < 0:
+def _string(optional=False):
+    def check(value):
+        if value is None and optional:
+            return None
+        if not isinstance(value, str) or not value:
+            return "expected a non-empty string" + (" or None" if optional else "")
+    return check
+
+
+def _one_of(choices):
+    def check(value):
+        if value not in choices:
+            return f"expected one of {list(choices)}"
+    return check
+
+
+def _votes(value):
+    if (not isinstance(value, (tuple, list)) or len(value) != 2
+            or any(_integer(1)(v) for v in value)):
+        return "expected two positive integers (training votes, evaluation votes)"
+
+
+#: The run fields every config has (declared, with their defaults, in tfssvae/configs/base.py).
+SHARED_FIELDS = {
+    "dataset": _string(),
+    "data_dir": _string(optional=True),
+    "num_labels": _integer(1),
+    "validation_size": _integer(-1),
+    "epochs": _integer(1),
+    "batch_size": _integer(1),
+    "labelled_batch_size": _integer(-1),
+    "learning_rate": _positive_number,
+    "seed": _integer(0),
+    "precision": _one_of(training.PRECISIONS),
+    "jit_compile": _boolean,
+    "steps_per_call": _integer(1),
+    "keep_best": _boolean,
+    "checkpoint_every": _integer(1),
+    "model_dir": _string(optional=True),
+    "export_dir": _string(),
+    "export": _boolean,
+    "verbose": _integer(0),
+}
+
+#: Run options of one model family that are not constructor arguments (top level of its config).
+RUN_OPTIONS = {
+    "m1m2": {"m1_epochs": _integer(1)},
+    "mlvae": {"groups_per_batch": _integer(1), "group_size": _integer(1), "variable_group_sizes": _boolean},
+    "cascade_vae": {"steps_per_epoch": _integer(1), "eval_samples": _integer(1), "factor_vae_votes": _votes},
+}
+
+
+def _kind_problem(value, reference):
+    """Why ``value`` is not of the kind of ``reference`` (a package config's default), or None."""
+    if reference is None:
+        return None
+    if isinstance(reference, (tuple, list)):
+        if not isinstance(value, (tuple, list)):
+            return "expected a tuple"
+        problems = [_kind_problem(v, reference[0]) for v in value] if reference else []
+        return next((f"{problem} in each entry" for problem in problems if problem), None)
+    if isinstance(reference, bool):
+        return None if isinstance(value, bool) else "expected True or False"
+    if isinstance(reference, numbers.Integral):
+        return None if isinstance(value, numbers.Integral) and not isinstance(value, bool) else "expected an integer"
+    if isinstance(reference, numbers.Real):
+        return None if isinstance(value, numbers.Real) and not isinstance(value, bool) else "expected a number"
+    if isinstance(reference, str):
+        return None if isinstance(value, str) else "expected a string"
+    return None
+
+
+def model_arguments(model_class):
+    """The keyword arguments ``model_class(...)`` accepts, following ``**kwargs`` up the
+    class hierarchy to ``GenerativeModel`` (data-dependent ones included)."""
+    names = []
+    for cls in model_class.__mro__:
+        if cls is models.GenerativeModel or not issubclass(cls, models.GenerativeModel):
+            break
+        if "__init__" not in vars(cls):
+            continue
+        parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
+        for parameter in parameters:
+            if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY) \
+                    and parameter.name not in names:
+                names.append(parameter.name)
+        if not any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):
+            break
+    return tuple(names)
+
+
+def hyper_parameters(model_class):
+    """The constructor arguments a config's ``model`` section may set."""
+    return tuple(name for name in model_arguments(model_class) if name not in DATA_ARGUMENTS)
+
+
+def validate(config):
+    """Checks a run config; raises a ValueError naming the first bad field.
+
+    Checks the shared run fields' types and ranges, the model name, that ``config.model``
+    holds only constructor arguments of that model (the data-dependent ones excluded),
+    and that the top level holds only shared fields and the model family's run options.
+    The model's constructor checks the values of its own arguments.
+    """
+    if not hasattr(config, "keys") or "model" not in config:
+        raise ValueError("config: expected a ConfigDict with a 'model' section, e.g. tfssvae.configs.get('m2')")
+    section = config.model
+    if not hasattr(section, "keys") or "name" not in section:
+        raise ValueError("model: expected a section with the model's 'name' and its constructor arguments")
+    name = section.name
+    model_class = models.model_class(name)
+    accepted = hyper_parameters(model_class)
+    defaults = configs.get(name).model if name in configs.NAMES else {}
+    for key in section.keys():
+        if key == "name":
+            continue
+        if key in DATA_ARGUMENTS:
+            raise ValueError(f"model.{key}: set by the experiment from the data; remove it from the config")
+        if key not in accepted:
+            raise ValueError(f"model.{key}: not an argument of {model_class.__name__}; "
+                             f"expected some of {list(accepted)}")
+        # Types as in the package's config of this model (values are the constructor's to check).
+        reference = defaults.get(key)
+        problem = _kind_problem(section[key], reference)
+        if problem:
+            raise ValueError(f"model.{key}: {problem} (like the default {reference!r}), received {section[key]!r}")
+    options = RUN_OPTIONS.get(name, {})
+    checks = {**SHARED_FIELDS, **options}
+    for key in config.keys():
+        if key != "model" and key not in checks:
+            raise ValueError(f"{key}: not a field of a {name} run; fields: {sorted(checks)} and model")
+    for key, check in checks.items():
+        if key not in config:
+            raise ValueError(f"{key}: missing from the config (see tfssvae/configs/base.py)")
+        value = config[key]
+        problem = check(value)
+        if problem:
+            raise ValueError(f"{key}: {problem}, received {value!r}")
+
+
+def default_model_dir(config):
+    dataset = re.sub(r"[^A-Za-z0-9]+", "-", config.dataset).strip("-")
+    return os.path.join("runs", f"{config.model.name}_{dataset}_{config.num_labels}labels_seed{config.seed}")
+
+
+def build_model(config, input_shape, num_classes, num_examples):
+    """The model of ``config.model``, sized for the data.
+
+    ``config.model`` holds the registry name and constructor arguments; the data-dependent
+    ``num_examples`` and ``num_labelled`` (``config.num_labels``) are passed to classes that take them.
+    """
+    model_class = models.model_class(config.model.name)
+    kwargs = {key: value for key, value in config.model.items() if key != "name"}
+    data = {"num_examples": num_examples, "num_labelled": config.num_labels}
+    accepted = model_arguments(model_class)
+    kwargs.update({key: value for key, value in data.items() if key in accepted})
+    return model_class(input_shape, num_classes, **kwargs)
+
+
+def _validation_size(config, source):
+    if config.validation_size < 0:
         return min(5000, len(source.train_labels) // 10)
-    return settings.validation_size
+    return config.validation_size
 
 
-def _train_semi_supervised(settings, model, source, model_dir, config):
+def _train_semi_supervised(config, model, source, model_dir, train_config):
     """Label split, mixed batches, training (two stages for M1+M2); returns the results so far."""
-    train_idx, val_idx = data_lib.validation_split(source.train_labels, _validation_size(settings, source),
-                                                   settings.seed)
+    train_idx, val_idx = data_lib.validation_split(source.train_labels, _validation_size(config, source),
+                                                   config.seed)
     train_images, train_labels = source.train_images[train_idx], source.train_labels[train_idx]
-    labelled = data_lib.balanced_labelled_indices(train_labels, settings.num_labels, source.num_classes,
-                                                  settings.seed)
-    labelled_batch_size = settings.labelled_batch_size
+    labelled = data_lib.balanced_labelled_indices(train_labels, config.num_labels, source.num_classes,
+                                                  config.seed)
+    labelled_batch_size = config.labelled_batch_size
     if labelled_batch_size < 0:
-        labelled_batch_size = min(settings.batch_size // 2, settings.num_labels)
-    batches = data_lib.SemiSupervisedSource(train_images, train_labels, labelled, settings.batch_size,
-                                            labelled_batch_size, settings.seed)
+        labelled_batch_size = min(config.batch_size // 2, config.num_labels)
+    batches = data_lib.SemiSupervisedSource(train_images, train_labels, labelled, config.batch_size,
+                                            labelled_batch_size, config.seed)
     validation = (source.train_images[val_idx], source.train_labels[val_idx])
     if isinstance(model, models.M1M2):
         # Stage 1: M1 alone (the VAE learns from every image); stage 2: M2 on the frozen M1.
-        m1_config = dataclasses.replace(config, epochs=settings.m1_epochs)
+        m1_config = dataclasses.replace(train_config, epochs=config.m1_epochs)
         training.train(model.m1, batches, os.path.join(model_dir, "m1"), m1_config)
         model.freeze_m1()
-        summary = training.train(model, batches, os.path.join(model_dir, "m2"), config, validation)
+        summary = training.train(model, batches, os.path.join(model_dir, "m2"), train_config, validation)
     else:
-        summary = training.train(model, batches, model_dir, config, validation)
+        summary = training.train(model, batches, model_dir, train_config, validation)
     return summary, {
-        "num_labels": settings.num_labels,
+        "num_labels": config.num_labels,
         "test_error": metrics.classification_error(model, source.test_images, source.test_labels),
         "validation_error": summary["validation_error"],
     }
 
 
-def _train_grouped(settings, model, source, model_dir, config):
+def _train_grouped(config, model, source, model_dir, train_config):
     """Groups by the training labels, training, and the ML-VAE evaluation on test data."""
-    batches = data_lib.GroupedSource(source.train_images, source.train_labels, settings.groups_per_batch,
-                                     settings.group_size, settings.seed, settings.variable_group_sizes)
-    summary = training.train(model, batches, model_dir, config)
-    return summary, evaluation.mlvae_report(model, source, settings.seed)
+    batches = data_lib.GroupedSource(source.train_images, source.train_labels, config.groups_per_batch,
+                                     config.group_size, config.seed, config.variable_group_sizes)
+    summary = training.train(model, batches, model_dir, train_config)
+    return summary, evaluation.mlvae_report(model, source, config.seed)
 
 
-def _train_sprites(settings, model, source, model_dir, config):
+def _train_sprites(config, model, source, model_dir, train_config):
     """Endless procedural sprites, then FactorVAE score, MIG and shape accuracy."""
     del source
-    batches = sprites.SpritesSource(settings.batch_size, settings.seed, settings.steps_per_epoch)
-    summary = training.train(model, batches, model_dir, config)
-    return summary, evaluation.cascade_report(model, settings.seed, settings.eval_samples,
-                                              tuple(settings.factor_vae_votes), verbose=bool(settings.verbose))
+    batches = sprites.SpritesSource(config.batch_size, config.seed, config.steps_per_epoch)
+    summary = training.train(model, batches, model_dir, train_config)
+    return summary, evaluation.cascade_report(model, config.seed, config.eval_samples,
+                                              tuple(config.factor_vae_votes), verbose=bool(config.verbose))
 
 
-def run(settings):
-    """Runs ``settings`` end to end and returns the metrics dict also written to ``metrics.json``."""
-    model_class = models.model_class(settings.model)  # an unknown model fails before any data is loaded
-    keras.utils.set_random_seed(settings.seed)
-    if (model_class is models.CascadeVAE) != (settings.dataset == "sprites"):
-        raise ValueError(f"dataset: cascade_vae trains on --dataset=sprites (procedural dSprites) and the other "
-                         f"models on image classification data; received model {settings.model!r} with "
-                         f"dataset {settings.dataset!r}")
+def run(config):
+    """Runs ``config`` end to end and returns the metrics dict also written to ``metrics.json``.
+
+    The Keras dtype policy is ``config.precision`` while the model is built and trained,
+    and is put back as it was afterwards.
+    """
+    validate(config)  # a bad config or an unknown model fails before any data is loaded
+    name = config.model.name
+    model_class = models.model_class(name)
+    keras.utils.set_random_seed(config.seed)
+    if (model_class is models.CascadeVAE) != (config.dataset == "sprites"):
+        raise ValueError(f"dataset: cascade_vae trains on dataset 'sprites' (procedural dSprites) and the other "
+                         f"models on image classification data; received model {name!r} with "
+                         f"dataset {config.dataset!r}")
+    if model_class is models.CascadeVAE and config.jit_compile:
+        raise ValueError("jit_compile: cascade_vae solves its assignment on the host (tf.numpy_function), "
+                         "which XLA cannot compile; run it with jit_compile=False")
+    previous_policy = keras.mixed_precision.global_policy()
+    training.set_precision(config.precision)
+    try:
+        return _run(config, name, model_class)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _run(config, name, model_class):
     if model_class is models.CascadeVAE:
-        if settings.jit_compile:
-            raise ValueError("jit_compile: cascade_vae solves its assignment on the host (tf.numpy_function), "
-                             "which XLA cannot compile; run it without --jit_compile")
         source = None
-        model = build_model(settings, sprites.IMAGE_SHAPE, len(sprites.SHAPE_NAMES), None)
+        model = build_model(config, sprites.IMAGE_SHAPE, len(sprites.SHAPE_NAMES), None)
         train = _train_sprites
     else:
-        source = data_lib.load_source(settings.dataset, settings.data_dir)
+        source = data_lib.load_source(config.dataset, config.data_dir)
         # The classifier weight alpha * N / N_labelled counts the images left after validation.
-        num_examples = len(source.train_images) - _validation_size(settings, source)
-        model = build_model(settings, source.image_shape, source.num_classes, num_examples)
+        num_examples = len(source.train_images) - _validation_size(config, source)
+        model = build_model(config, source.image_shape, source.num_classes, num_examples)
         train = _train_semi_supervised if model.has_classifier else _train_grouped
-    model_dir = settings.model_dir or default_model_dir(settings)
+    model_dir = config.model_dir or default_model_dir(config)
     os.makedirs(model_dir, exist_ok=True)
+    resolved = {**config.to_dict(), "model_dir": model_dir}
     with open(os.path.join(model_dir, "model.json"), "w") as f:
-        json.dump({"model": settings.model, "config": model.get_config(),
-                   "settings": dataclasses.asdict(settings)}, f, indent=2, default=str)
-    config = training.TrainConfig(
-        epochs=settings.epochs, learning_rate=settings.learning_rate, jit_compile=settings.jit_compile,
-        checkpoint_every=settings.checkpoint_every, verbose=settings.verbose,
+        json.dump({"model": name, "config": model.get_config(), "run_config": resolved}, f, indent=2, default=str)
+    train_config = training.TrainConfig(
+        epochs=config.epochs, learning_rate=config.learning_rate, jit_compile=config.jit_compile,
+        checkpoint_every=config.checkpoint_every, steps_per_call=config.steps_per_call,
+        keep_best=config.keep_best, verbose=config.verbose,
     )
-    summary, measured = train(settings, model, source, model_dir, config)
+    summary, measured = train(config, model, source, model_dir, train_config)
     results = {
-        "model": settings.model,
-        "dataset": settings.dataset,
+        "model": name,
+        "dataset": config.dataset,
         **measured,
         "train_examples_per_second": summary["train_examples_per_second"],
         "steps": summary["steps"],
-        "epochs": settings.epochs,
+        "epochs": config.epochs,
+        "precision": config.precision,
         "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
     }
-    if settings.export:
+    if config.export:
         results["export_path"] = export_lib.export(
-            model, os.path.join(settings.export_dir, settings.model), metadata={"metrics": results}
+            model, os.path.join(config.export_dir, name), metadata={"metrics": results}
         )
     with open(os.path.join(model_dir, "metrics.json"), "w") as f:
         json.dump(results, f, indent=2)
-    if settings.verbose:
+    if config.verbose:
         shown = {k: v for k, v in results.items() if k not in ("model", "dataset", "export_path")}
-        print(f"\n{settings.model} on {settings.dataset}: {json.dumps(shown)}")
+        print(f"\n{name} on {config.dataset}: {json.dumps(shown)}")
         if "test_error" in results:
-            print(f"Test error: {100 * results['test_error']:.2f} % with {settings.num_labels} labels")
-        if settings.export:
+            print(f"Test error: {100 * results['test_error']:.2f} % with {config.num_labels} labels")
+        if config.export:
             print(f"SavedModel: {results['export_path']}")
         print(f"Metrics: {os.path.join(model_dir, 'metrics.json')}")
     return results

@@ -1,0 +1,68 @@
+"""The run fields every experiment shares, declared once, and the variant mechanism.
+
+A config file (``m2.py``, ``m1m2.py``, ...) calls ``run_config`` with its ``model``
+section and the run fields it sets differently, then ``apply_variant``.  The layout:
+
+* run fields (here): data, label split, batches, optimisation, precision, checkpoints,
+  export; ``experiment.validate`` checks their types and ranges;
+* ``model``: ``name``, the key of ``tfssvae.models.MODELS``, then exactly the keyword
+  arguments of that class's constructor (the data-dependent ``input_shape``,
+  ``num_classes``, ``num_examples`` and ``num_labelled`` are filled in by the experiment);
+* run options of one model family that are not constructor arguments (``m1_epochs``,
+  ``steps_per_epoch``, ``groups_per_batch``, ...) at the top level of its config file.
+"""
+import ml_collections
+from ml_collections import config_dict
+
+#: Fashion-MNIST in idx format, where ``apt-get install dataset-fashion-mnist`` puts it.
+FASHION_MNIST = "idx:/usr/share/datasets/fashion-mnist"
+
+
+def run_config(model, **fields):
+    """A ConfigDict of the shared run fields, ``fields`` replacing or adding to them.
+
+    Args:
+      model: dict with the model's registry ``name`` and its constructor arguments.
+      **fields: run fields that differ from the defaults below, and the model family's
+        own run options.
+    """
+    config = ml_collections.ConfigDict()
+    # Data: 'digits' (embedded), 'idx:/dir' (MNIST idx format), 'tfds:<name>', 'sprites'.
+    config.dataset = "digits"
+    config.data_dir = config_dict.placeholder(str)  # TFDS data directory for 'tfds:' sources
+    config.num_labels = 100  # labelled training examples, balanced over classes
+    config.validation_size = -1  # held-out training examples; -1: a tenth, at most 5,000
+    # Batches and optimisation.
+    config.epochs = 10
+    config.batch_size = 100  # examples per batch, labelled ones included
+    config.labelled_batch_size = -1  # -1: half the batch, at most num_labels
+    config.learning_rate = 3e-4  # Adam
+    config.seed = 0  # label split, batch order, initialisation
+    config.precision = "float32"  # or "bfloat16" (Keras mixed_bfloat16: float32 variables)
+    config.jit_compile = False  # XLA-compile the training step
+    config.steps_per_call = 1  # training steps per tf.function call
+    config.keep_best = True  # restore the weights of the epoch with the best validation error
+    # Outputs.
+    config.checkpoint_every = 1000  # steps between checkpoints
+    config.model_dir = config_dict.placeholder(str)  # default runs/<model>_<dataset>_<N>labels_seed<seed>
+    config.export_dir = "saved_models"  # SavedModels go to <export_dir>/<model>/<version>
+    config.export = True
+    config.verbose = 1  # 0: quiet, 1: progress bars
+    config.model = ml_collections.ConfigDict(dict(model))
+    for name, value in fields.items():
+        setattr(config, name, value)
+    return config
+
+
+def apply_variant(config, variant, variants, file_name):
+    """Applies ``variants[variant]`` (a dict of field values; None or '' is the base config).
+
+    Raises a ValueError naming the known variants for any other ``variant``.
+    """
+    if variant in (None, ""):
+        return config
+    if variant not in variants:
+        known = ", ".join(sorted(variants)) or "none"
+        raise ValueError(f"variant: {file_name} has no variant {variant!r}; known variants: {known}")
+    config.update(variants[variant])
+    return config
