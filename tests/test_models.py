@@ -140,6 +140,33 @@ def test_keras_fit_trains_and_the_loss_falls(name):
     assert set(model.loss_names) <= set(history.history)
 
 
+def test_m1m2_keeps_the_active_m1_dimensions_and_rebuilds_from_its_config():
+    keras.utils.set_random_seed(0)
+    model = models.M1M2(SHAPE, K, m1_latent_dim=6, m2_latent_dim=3, hidden_units=(16,), active_threshold=0.05)
+    images = np.random.default_rng(1).uniform(size=(64, *SHAPE)).astype("float32")
+    model.m1.build_variables()
+    # Make dimensions 1 and 4 constant over the data: the weights into their means vanish
+    # (DiagonalNormal reads the parameters interleaved, loc of dimension i at 2 * i).
+    output = model.m1.encoder.get_layer("encoder_output")
+    kernel = output.kernel.numpy()
+    kernel[:, [2, 8]] = 0.0
+    output.kernel.assign(kernel)
+    spread = model.m1.encode(images)["mean"].numpy().std(axis=0)
+    expected = [d for d in range(6) if spread[d] > 0.05]
+    assert 1 not in expected and 4 not in expected and expected  # the test itself is meaningful
+    assert model.freeze_m1(images) == expected
+    assert model.m2.data_shape == (len(expected),)
+    probabilities = model.classify(images[:5])["probabilities"]
+    assert probabilities.shape == (5, K)
+    assert model.reconstruct(images[:5])["reconstruction"].shape == (5, *SHAPE)
+
+    rebuilt = models.M1M2(**model.get_config())
+    assert rebuilt.active_dims == expected and rebuilt.m2.data_shape == (len(expected),)
+    model.build_variables()
+    with pytest.raises(ValueError, match="before the stack is built"):
+        model.freeze_m1(images)
+
+
 def test_m1m2_trains_only_m2():
     keras.utils.set_random_seed(0)
     model = models.M1M2(SHAPE, K, m1_latent_dim=4, m2_latent_dim=3, hidden_units=(16,))

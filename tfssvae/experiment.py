@@ -227,7 +227,11 @@ def _train_semi_supervised(config, model, source, model_dir, train_config):
         # Stage 1: M1 alone (the VAE learns from every image); stage 2: M2 on the frozen M1.
         m1_config = dataclasses.replace(train_config, epochs=config.m1_epochs)
         training.train(model.m1, batches, os.path.join(model_dir, "m1"), m1_config)
-        model.freeze_m1()
+        # Kingma et al.: M2 reads only the M1 dimensions whose posterior mean varies over the data.
+        active = model.freeze_m1(train_images)
+        if config.verbose:
+            print(f"M1+M2: {len(active)} of {model.m1.latent_dim} M1 dimensions are active and go to M2")
+        _write_model_json(model_dir, config, model)
         summary = training.train(model, batches, os.path.join(model_dir, "m2"), train_config, validation)
     else:
         summary = training.train(model, batches, model_dir, train_config, validation)
@@ -255,6 +259,14 @@ def _train_sprites(config, model, source, model_dir, train_config):
                                               tuple(config.factor_vae_votes), verbose=bool(config.verbose))
 
 
+def _write_model_json(model_dir, config, model):
+    """What rebuilds the model (``config``: its constructor arguments) and the resolved run config."""
+    resolved = {**config.to_dict(), "model_dir": model_dir}
+    with open(os.path.join(model_dir, "model.json"), "w") as f:
+        json.dump({"model": config.model.name, "config": model.get_config(), "run_config": resolved}, f, indent=2,
+                  default=str)
+
+
 def run(config):
     """Runs ``config`` end to end and returns the metrics dict also written to ``metrics.json``.
 
@@ -269,9 +281,8 @@ def run(config):
         raise ValueError(f"dataset: cascade_vae trains on dataset 'sprites' (procedural dSprites) and the other "
                          f"models on image classification data; received model {name!r} with "
                          f"dataset {config.dataset!r}")
-    if model_class is models.CascadeVAE and config.jit_compile:
-        raise ValueError("jit_compile: cascade_vae solves its assignment on the host (tf.numpy_function), "
-                         "which XLA cannot compile; run it with jit_compile=False")
+    if config.jit_compile and model_class.xla_incompatibility:
+        raise ValueError(f"jit_compile: {model_class.xla_incompatibility}; run it with jit_compile=False")
     previous_policy = keras.mixed_precision.global_policy()
     training.set_precision(config.precision)
     try:
@@ -293,9 +304,7 @@ def _run(config, name, model_class):
         train = _train_semi_supervised if model.has_classifier else _train_grouped
     model_dir = config.model_dir or default_model_dir(config)
     os.makedirs(model_dir, exist_ok=True)
-    resolved = {**config.to_dict(), "model_dir": model_dir}
-    with open(os.path.join(model_dir, "model.json"), "w") as f:
-        json.dump({"model": name, "config": model.get_config(), "run_config": resolved}, f, indent=2, default=str)
+    _write_model_json(model_dir, config, model)
     train_config = training.TrainConfig(
         epochs=config.epochs, learning_rate=config.learning_rate, jit_compile=config.jit_compile,
         checkpoint_every=config.checkpoint_every, steps_per_call=config.steps_per_call,

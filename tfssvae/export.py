@@ -78,8 +78,9 @@ def export(model, export_base, version=None, metadata=None):
 
 
 def restore_run(model_dir):
-    """Rebuilds the model of a training run from its ``model.json`` and restores its latest
-    checkpoint; returns ``(model name, model)``."""
+    """Rebuilds the model of a training run from its ``model.json`` and restores the weights it
+    ended with (those of the best validation error when it kept them, else the latest
+    checkpoint); returns ``(model name, model)``."""
     description = os.path.join(model_dir, "model.json")
     if not os.path.exists(description):
         raise ValueError(f"model_dir: {model_dir} has no model.json; is it a tfssvae training directory?")
@@ -88,7 +89,8 @@ def restore_run(model_dir):
     model = models.model_class(run["model"])(**run["config"])
     model.build_variables()
     # M1+M2 keeps its final checkpoints under m2/ (the M1 stage's are under m1/).
-    for directory in (os.path.join(model_dir, "m2", "checkpoints"), os.path.join(model_dir, "checkpoints")):
+    for directory in (os.path.join(model_dir, "m2", "best"), os.path.join(model_dir, "best"),
+                      os.path.join(model_dir, "m2", "checkpoints"), os.path.join(model_dir, "checkpoints")):
         latest = tf.train.latest_checkpoint(directory)
         if latest:
             tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
