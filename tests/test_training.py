@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from tfssvae import data as data_lib
-from tfssvae import models, training
+import tensorflow as tf
+
+from tfssvae import metrics, models, training
 
 SHAPE = (8, 8, 1)
 
@@ -43,10 +45,25 @@ def test_train_writes_checkpoints_summaries_and_a_summary(tmp_path):
     steps_per_epoch = data_lib.steps_per_epoch(40, 10, 4)
     assert summary["steps"] == 2 * steps_per_epoch
     assert summary["train_examples_per_second"] > 0
-    assert 0.0 <= summary["validation_error"] <= 1.0
     assert set(summary["final_losses"]) == set(models.M2.loss_names) | {"error"}
     assert os.listdir(tmp_path / "tensorboard" / "train")
     assert json.loads((tmp_path / "train_summary.json").read_text())["steps"] == summary["steps"]
+
+
+def test_keep_best_ends_with_the_weights_of_the_lowest_validation_error(tmp_path):
+    images, labels, labelled = tiny_problem()
+    validation = (images[:16], labels[:16])
+    config = training.TrainConfig(**{**CONFIG.__dict__, "epochs": 4})
+    model = tiny_model()
+    summary = training.train(model, batches_of(images, labels, labelled), str(tmp_path), config, validation)
+    # The model holds the best epoch's weights: its error is the reported best, exactly
+    # (the same images through the same weights), and no later epoch's weights beat it.
+    assert metrics.classification_error(model, *validation) == summary["validation_error"]
+    assert 1 <= summary["best_epoch"] <= 4
+    last = tiny_model()
+    last.build_variables()
+    tf.train.Checkpoint(model=last).restore(tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))).expect_partial()
+    assert metrics.classification_error(last, *validation) >= summary["validation_error"]
 
 
 def test_rerun_restores_exactly_and_continues_from_the_saved_step(tmp_path, capsys):
