@@ -1,7 +1,7 @@
 """M2 (Kingma et al. 2014): on the embedded digits; variant ``fashion_mnist``."""
 from tfssvae.configs import base
 
-VARIANTS = {"fashion_mnist": dict(dataset=base.FASHION_MNIST)}
+VARIANTS = {"fashion_mnist": dict(dataset=base.FASHION_MNIST, **base.FASHION_MNIST_BATCHES)}
 
 
 def get_config(variant=None):
