@@ -167,6 +167,13 @@ def test_m1m2_keeps_the_active_m1_dimensions_and_rebuilds_from_its_config():
         model.freeze_m1(images)
 
 
+def test_m1m2_with_no_active_dimension_says_so():
+    model = models.M1M2(SHAPE, K, m1_latent_dim=4, m2_latent_dim=3, hidden_units=(16,), active_threshold=10.0)
+    images = np.random.default_rng(2).uniform(size=(32, *SHAPE)).astype("float32")
+    with pytest.raises(ValueError, match="no M1 latent dimension has a posterior-mean standard deviation above"):
+        model.freeze_m1(images)
+
+
 def test_m1m2_trains_only_m2():
     keras.utils.set_random_seed(0)
     model = models.M1M2(SHAPE, K, m1_latent_dim=4, m2_latent_dim=3, hidden_units=(16,))
