@@ -90,6 +90,7 @@ class M2(GenerativeModel):
             mlp = dict(hidden_units=self.hidden_units, activation=activation)
             self.classifier = networks.mlp([self.data_shape], K, name="classifier", **mlp)
             mixing_units = self.hidden_units[0] if self.hidden_units else z_params
+            mixing_activation = activation if self.hidden_units else None
             self.encoder_trunk = networks.mlp([self.data_shape], mixing_units, hidden_units=(),
                                               name="encoder_trunk")
             self.encoder_head = networks.mlp([(mixing_units,)], z_params, hidden_units=self.hidden_units[1:],
@@ -98,7 +99,7 @@ class M2(GenerativeModel):
             self.decoder_network = networks.mlp(
                 [(K,), (d,)], type(self.likelihood).params_size(self.data_shape), name="decoder", **mlp)
         elif network == "conv":
-            mixing_units = 256
+            mixing_units, mixing_activation = 256, "relu"  # conv_encoder's dense layer
             self.classifier = networks.conv_encoder(self.data_shape, K, name="classifier")
             self.encoder_trunk = networks.conv_encoder(self.data_shape, mixing_units, dense_units=0,
                                                        name="encoder_trunk")
@@ -109,7 +110,7 @@ class M2(GenerativeModel):
             raise ValueError(f"network: expected one of {NETWORKS}, received {network!r}")
         self.class_embedding = keras.layers.Dense(mixing_units, use_bias=False, name="encoder_class_embedding")
         self.class_embedding.build((None, K))
-        self.mixing_activation = keras.activations.get(activation if self.encoder_head is not None else None)
+        self.mixing_activation = keras.activations.get(mixing_activation)
         self.posterior_z = distributions.DiagonalNormal(d, name="q_z")
         self.prior_z = standard_normal(d)
 
