@@ -104,7 +104,7 @@ def enumerated_bound(row_values, class_logits, rows, entropy=True):
     else:
         unlabelled = tf.reduce_sum(q * per_class, axis=-1)
     positions = tf.concat([rows.unlabelled, rows.labelled], axis=0)[:, None]
-    # scatter_nd (not dynamic_stitch) so that XLA can compile it.
+    # Back to batch order: unlabelled examples from their K rows, labelled ones from their own row.
     return tf.scatter_nd(positions, tf.concat([unlabelled, row_values[enumerated:]], axis=0),
                          tf.shape(class_logits)[:1])
 

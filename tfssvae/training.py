@@ -55,8 +55,9 @@ def set_precision(precision):
     """Sets Keras' global dtype policy for the models built after it.
 
     ``"float32"`` everywhere, or ``"bfloat16"``: Keras' ``mixed_bfloat16`` policy, where the
-    networks compute in bfloat16 (AMX / AVX512-BF16 on recent x86 CPUs, tensor cores on
-    GPUs) while variables, densities, losses and the optimizer stay float32.
+    networks' matmuls compute in bfloat16 (AMX / AVX512-BF16 on recent x86 CPUs, tensor cores
+    on GPUs) while variables, MLP activations, densities, losses and the optimizer stay
+    float32 (TensorFlow's bfloat16 CPU kernels for softplus and the like are slow).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision: expected one of {PRECISIONS}, received {precision!r}")
