@@ -281,6 +281,8 @@ def run(config):
         raise ValueError(f"dataset: cascade_vae trains on dataset 'sprites' (procedural dSprites) and the other "
                          f"models on image classification data; received model {name!r} with "
                          f"dataset {config.dataset!r}")
+    # training.train refuses the same; checked here too so that it fails before the data are
+    # loaded and before M1+M2 spends its M1 stage (M1 itself compiles).
     if config.jit_compile and model_class.xla_incompatibility:
         raise ValueError(f"jit_compile: {model_class.xla_incompatibility}; run it with jit_compile=False")
     previous_policy = keras.mixed_precision.global_policy()

@@ -71,13 +71,13 @@ def _multi_step(model, jit_compile):
     the iterator, stays an ordinary graph (XLA cannot compile iterator ops).
     """
     # reduce_retracing: grouped batches with variable group sizes change the batch length.
-    step = tf.function(model.train_step, jit_compile=True, reduce_retracing=True) if jit_compile \
+    train_step = tf.function(model.train_step, jit_compile=True, reduce_retracing=True) if jit_compile \
         else model.train_step
 
     def steps(iterator, num_steps):
-        logs = step(next(iterator))
+        logs = train_step(next(iterator))
         for _ in tf.range(num_steps - 1):
-            logs = step(next(iterator))
+            logs = train_step(next(iterator))
         return logs
 
     return tf.function(steps, reduce_retracing=True)
@@ -208,9 +208,8 @@ def train(model, batches, model_dir, config, validation=None):
                 best_epoch.assign(epoch)
                 best_manager.save(checkpoint_number=int(step.numpy()))
             if config.verbose:
-                print(f"  validation error: {100 * validation_error:.2f} % (best {100 * best_error.numpy():.2f} % "
-                      f"at epoch {int(best_epoch.numpy()) + 1})" if keep_best else
-                      f"  validation error: {100 * validation_error:.2f} %")
+                so_far = f" (best {100 * best_error.numpy():.2f} % at epoch {int(best_epoch.numpy()) + 1})"
+                print(f"  validation error: {100 * validation_error:.2f} %{so_far if keep_best else ''}")
         manager.save(checkpoint_number=int(step.numpy()))
     writer.flush()
     validation_writer.flush()
