@@ -7,7 +7,9 @@ One process measures, back to back on the same cores: the peer (one epoch, its o
 examples/s: every example through the objective, 200 unlabelled + 100 labelled per
 iteration), then tfssvae M2 in float32 and in bfloat16 with the same networks (one hidden
 layer of 500 softplus units, z of 50) and the same batch composition, through the one
-training loop (input pipeline included).  Beside them: FLOPs per training example
+training loop (input pipeline included).  The machines are shared and their speed drifts by
+tens of percent over minutes, so this repeats for ``--rounds`` rounds and reports each
+round's ratios (peer and ours measured within the same minute) and their median.  Beside them: FLOPs per training example
 (matmuls only, forward and backward = 3x forward) and this machine's measured matmul rate
 in float32 and bfloat16, so "examples/s at the ceiling" = rate / FLOPs per example.
 """
@@ -36,6 +38,7 @@ flags.DEFINE_integer("labelled_batch_size", 100, "Labelled examples per step (th
 flags.DEFINE_integer("epochs", 1, "Epochs timed per system.")
 flags.DEFINE_integer("steps_per_call", 10, "Training steps per tf.function call.")
 flags.DEFINE_list("precisions", ["float32", "bfloat16"], "Precisions of the tfssvae runs.")
+flags.DEFINE_integer("rounds", 3, "Rounds of (peer, then each precision); ratios are per round, then the median.")
 FLAGS = flags.FLAGS
 
 HIDDEN, LATENT = 500, 50
@@ -95,25 +98,31 @@ def main(argv):
         raise app.UsageError(f"--peer: no such file {FLAGS.peer!r}")
     if FLAGS.peer is not None and not FLAGS.dataset.startswith("idx:"):
         raise app.UsageError(f"--dataset: the peer reads MNIST-format directories ('idx:DIR'), received {FLAGS.dataset!r}")
+    if FLAGS.rounds < 1:
+        raise app.UsageError(f"--rounds: expected at least 1, received {FLAGS.rounds}")
     source = data.load_source(FLAGS.dataset)
     pixels = int(np.prod(source.image_shape))
     flops = flops_per_example(pixels, source.num_classes, FLAGS.unlabelled_batch_size, FLAGS.labelled_batch_size)
     rates = {"float32": matmul_gflops(tf.float32), "bfloat16": matmul_gflops(tf.bfloat16)}
     results = {"flops_per_example": flops, "matmul_gflops": rates, "dataset": FLAGS.dataset,
-               "cores": os.cpu_count(), "epochs": FLAGS.epochs}
-    if FLAGS.peer:
-        results["peer"] = run_peer(FLAGS.dataset[len("idx:"):])
-    for precision in FLAGS.precisions:
-        results[precision] = run_ours(source, precision)
+               "cores": os.cpu_count(), "epochs": FLAGS.epochs, "rounds": []}
+    for _ in range(FLAGS.rounds):
+        measured = {"peer": run_peer(FLAGS.dataset[len("idx:"):])["examples_per_second"]} if FLAGS.peer else {}
+        for precision in FLAGS.precisions:
+            measured[precision] = run_ours(source, precision)
+        results["rounds"].append(measured)
+        logging.warning("round %d: %s", len(results["rounds"]), measured)
     print(json.dumps(results))
-    peer = results.get("peer", {}).get("examples_per_second")
-    print("| system | train examples/s | vs peer | ceiling (matmul rate / FLOPs per example) |")
-    print("|---|---|---|---|")
-    if peer:
-        print(f"| Pyro M2 (peer) | {peer:.0f} | 1.00x | |")
+    median = {name: float(np.median([r[name] for r in results["rounds"]])) for name in results["rounds"][0]}
+    print("| system | train examples/s (median) | vs peer, per round | median | ceiling (matmul rate / FLOPs per example) |")
+    print("|---|---|---|---|---|")
+    if FLAGS.peer:
+        print(f"| Pyro M2 (peer) | {median['peer']:.0f} | | 1.00x | |")
     for precision in FLAGS.precisions:
-        ratio = f"{results[precision] / peer:.2f}x" if peer else ""
-        print(f"| tfssvae M2, {precision} | {results[precision]:.0f} | {ratio} | "
+        ratios = [r[precision] / r["peer"] for r in results["rounds"]] if FLAGS.peer else []
+        per_round = " / ".join(f"{ratio:.2f}x" for ratio in ratios)
+        middle = f"{np.median(ratios):.2f}x" if ratios else ""
+        print(f"| tfssvae M2, {precision} | {median[precision]:.0f} | {per_round} | {middle} | "
               f"{rates[precision] * 1e9 / flops:.0f} ({rates[precision]:.0f} GFLOP/s / {flops / 1e6:.1f} MFLOP) |")
 
 

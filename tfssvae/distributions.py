@@ -27,6 +27,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfssvae import fused
+
 tfd = tfp.distributions
 
 __all__ = [
@@ -200,13 +202,14 @@ class _LogitBernoulli(tfd.Bernoulli):
     """``tfd.Bernoulli`` with log_prob ``x * l - softplus(l)``.
 
     The same value as TFP's ``x log sigmoid(l) + (1 - x) log(1 - sigmoid(l))``, with one
-    softplus per pixel instead of two: the likelihood of every enumerated class row goes
+    softplus per pixel instead of two, and its gradient from the same fused pass
+    (``fused.bernoulli_log_prob``): the likelihood of every enumerated class row goes
     through it, so it is one of the largest elementwise costs of an M2 step.
     """
 
     def _log_prob(self, event):
         logits = self._logits_parameter_no_checks()
-        return tf.cast(event, logits.dtype) * logits - tf.nn.softplus(logits)
+        return fused.bernoulli_log_prob(tf.cast(event, logits.dtype), logits)
 
 
 @keras.saving.register_keras_serializable(package="tfssvae")

@@ -12,8 +12,11 @@ import math
 
 import keras
 import numpy as np
+import tensorflow as tf
 
-__all__ = ["mlp", "conv_encoder", "conv_decoder"]
+from tfssvae import fused
+
+__all__ = ["mlp", "conv_encoder", "conv_decoder", "activation_layer", "Softplus"]
 
 
 # ---------------------------------------------------------------------------
@@ -107,6 +110,30 @@ def _activation(activation):
     return activation
 
 
+@keras.saving.register_keras_serializable(package="tfssvae")
+class Softplus(keras.layers.Layer):
+    """softplus: ``fused.softplus`` while training (value and gradient in one XLA pass),
+    ``tf.nn.softplus`` in float32 otherwise, so exported graphs need no XLA."""
+
+    def call(self, inputs, training=None):
+        if training:
+            return fused.softplus(inputs)
+        return tf.cast(tf.nn.softplus(tf.cast(inputs, tf.float32)), inputs.dtype)
+
+
+def activation_layer(activation, name=None):
+    """A layer applying ``activation``; ``"softplus"`` gets the fused ``Softplus``.
+
+    Under a mixed policy the arithmetic is float32 (TensorFlow's CPU kernels for
+    transcendental functions are several times slower in bfloat16): ``Softplus`` converts
+    inside its fused kernel and keeps the policy's bfloat16 storage, so no separate cast
+    passes; other activations run as float32 layers.
+    """
+    if activation == "softplus":
+        return Softplus(name=name)
+    return keras.layers.Activation(activation, dtype="float32", name=name)
+
+
 # ---------------------------------------------------------------------------
 # Builders
 # ---------------------------------------------------------------------------
@@ -154,9 +181,7 @@ def mlp(input_shapes, output_units, hidden_units=(500,), activation="softplus", 
     inputs, h = _vector_inputs(shapes, name)
     for i, units in enumerate(hidden_units):
         h = keras.layers.Dense(units, name=f"{name}_hidden_{i}")(h)
-        # The activation runs in float32 under a mixed policy too: TensorFlow's CPU kernels
-        # for transcendental functions are several times slower in bfloat16 than in float32.
-        h = keras.layers.Activation(activation, dtype="float32", name=f"{name}_activation_{i}")(h)
+        h = activation_layer(activation, name=f"{name}_activation_{i}")(h)
     outputs = keras.layers.Dense(output_units, name=f"{name}_output")(h)
     return keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs, name=name)
 

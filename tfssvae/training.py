@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfssvae import metrics
+from tfssvae import fused, metrics
 
 
 PRECISIONS = ("float32", "bfloat16")
@@ -87,7 +87,7 @@ def train(model, batches, model_dir, config, validation=None):
     """Trains ``model`` (a ``GenerativeModel``), resuming from ``model_dir`` if it holds a checkpoint.
 
     Args:
-      model: the model; compiled here with Adam unless it already has an optimizer.
+      model: the model; compiled here with Adam (``fused.Adam``) unless it already has an optimizer.
       batches: a batch source (``data.SemiSupervisedSource``, ``data.GroupedSource``):
         ``steps_per_epoch``, ``examples_per_step`` and ``epoch(epoch, skip_steps)`` giving
         that epoch's ``tf.data.Dataset`` of batch dicts, the same for the same epoch.
@@ -109,7 +109,7 @@ def train(model, batches, model_dir, config, validation=None):
         raise ValueError(f"jit_compile: {model.xla_incompatibility}; train {type(model).__name__} without jit_compile")
     os.makedirs(model_dir, exist_ok=True)
     if getattr(model, "optimizer", None) is None:
-        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+        model.compile(optimizer=fused.Adam(config.learning_rate))
     model.build_variables()
 
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")

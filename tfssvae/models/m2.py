@@ -110,7 +110,8 @@ class M2(GenerativeModel):
             raise ValueError(f"network: expected one of {NETWORKS}, received {network!r}")
         self.class_embedding = keras.layers.Dense(mixing_units, use_bias=False, name="encoder_class_embedding")
         self.class_embedding.build((None, K))
-        self.mixing_activation = keras.activations.get(mixing_activation)
+        self.mixing_activation = networks.activation_layer(mixing_activation, name="encoder_mixing_activation") \
+            if mixing_activation else None
         self.posterior_z = distributions.DiagonalNormal(d, name="q_z")
         self.prior_z = standard_normal(d)
 
@@ -136,8 +137,8 @@ class M2(GenerativeModel):
 
     def _q_z_from_projection(self, projected_x, y_one_hot, training=False):
         """q(z | x, y) from ``projected_x`` = trunk(x) [rows, units] and ``y_one_hot`` [rows, K]."""
-        # float32 activation, as in networks.mlp (bfloat16 transcendentals are slow on CPUs).
-        h = self.mixing_activation(tf.cast(projected_x + self.class_embedding(y_one_hot), tf.float32))
+        h = projected_x + self.class_embedding(y_one_hot)
+        h = tf.cast(h, tf.float32) if self.mixing_activation is None else self.mixing_activation(h, training=training)
         if self.encoder_head is not None:
             h = self.encoder_head(h, training=training)
         return self.posterior_z(h)
