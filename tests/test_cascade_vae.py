@@ -8,11 +8,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from tfssvae import assignment, configs, experiment, models
 from tfssvae.data import sprites
 
-SMALL = dict(filters=(4, 4, 4, 4), dense_units=16)
+SMALL = dict(filters=(4, 4, 4, 4), dense_units=16, decoder_filters=(4, 4, 4))
 
 
 def small_model(**kwargs):
@@ -24,14 +25,51 @@ def sprite_batch(n=6, seed=0):
     return next(iter(sprites.sprites_dataset(n, seed=seed, num_batches=1)))
 
 
-def test_kl_weights_relieve_one_more_dimension_at_each_step_of_the_schedule():
-    model = small_model(latent_dim=4, relieve_at=[10, 20, 30], beta_h=10.0, beta_l=0.1)
-    for iteration, relieved in ((0, 0), (9, 0), (10, 1), (25, 2), (30, 3), (10**9, 3)):
+def official_relieved(iteration, stage_length, ntime, nconti):
+    """Relieved dims in the official run_batch: stage s = iteration // stage_length; before stage
+    ntime (when d starts) min(s + 1, nconti), from it on min(s, nconti)."""
+    stage = iteration // stage_length
+    return min(stage + 1, nconti) if stage < ntime else min(stage, nconti)
+
+
+@pytest.mark.parametrize("latent_dim, ntime", [(6, 4), (6, 0), (3, 5), (4, 2)])
+def test_the_default_schedule_is_the_official_one(latent_dim, ntime):
+    model = small_model(latent_dim=latent_dim, relieve_every=3, assign_start=3 * ntime, beta_h=10.0, beta_l=0.1)
+    for iteration in range(0, 40):
         weights, count = model.kl_weights(iteration)
-        assert int(count) == relieved
-        np.testing.assert_allclose(weights, [0.1] * relieved + [10.0] * (4 - relieved))
-    default = small_model(latent_dim=6, relieve_every=20000)
-    assert default.get_config()["relieve_at"] == [20000 * i for i in range(1, 7)]
+        relieved = official_relieved(iteration, 3, ntime, latent_dim)
+        assert int(count) == relieved, iteration
+        np.testing.assert_allclose(weights, [0.1] * relieved + [10.0] * (latent_dim - relieved))
+
+
+def test_the_paper_schedule_relieves_at_0_20k_40k_60k_100k_120k():
+    model = small_model()  # defaults: 6 dims, stages of 20k, d from 80k
+    assert model.get_config()["relieve_at"] == [0, 20000, 40000, 60000, 100000, 120000]
+    assert [int(model.kl_weights(t)[1]) for t in (0, 79999, 80000, 99999, 100000, 120000)] == [1, 4, 4, 4, 5, 6]
+
+
+def test_an_explicit_schedule_is_kept():
+    model = small_model(latent_dim=4, relieve_at=[10, 20, 30])
+    assert [int(model.kl_weights(t)[1]) for t in (0, 9, 10, 25, 30, 10**9)] == [0, 0, 1, 2, 3, 3]
+
+
+def test_the_network_is_the_official_one():
+    model = models.CascadeVAE(sprites.IMAGE_SHAPE, 3)
+    convs = [layer for layer in model.encoder.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [(c.filters, c.kernel_size, c.strides) for c in convs] == [(f, (4, 4), (2, 2)) for f in (32, 32, 64, 64)]
+    dense = [layer for layer in model.encoder.layers if isinstance(layer, keras.layers.Dense)]
+    assert [d.units for d in dense] == [256, 12]
+    assert model.decoder_input.kernel.shape == (6 + 3, 256)
+    deconvs = [layer for layer in model.decoder_body.layers if isinstance(layer, keras.layers.Conv2DTranspose)]
+    assert [(c.filters, c.kernel_size, c.strides) for c in deconvs] == [(f, (4, 4), (2, 2)) for f in (64, 32, 32, 1)]
+    assert deconvs[-1].activation is keras.activations.linear
+    assert [d.units for d in model.decoder_body.layers if isinstance(d, keras.layers.Dense)] == [4 * 4 * 64]
+    assert model.decoder_body.output_shape == (None, 64, 64, 1)
+    # Every kernel, and nothing else, carries the L2 penalty 2e-5 * sum(w ** 2).
+    kernels = [v for v in model.trainable_variables if v.name == "kernel"]
+    assert len(model.losses) == len(kernels) == 12
+    expected = 2e-5 * sum(float(tf.reduce_sum(tf.square(v))) for v in kernels)
+    assert float(tf.add_n(model.losses)) == pytest.approx(expected, rel=1e-5)
 
 
 def test_unaries_equal_one_decoder_pass_per_value():
@@ -41,8 +79,83 @@ def test_unaries_equal_one_decoder_pass_per_value():
     unaries = model.unaries(x, z).numpy()
     for k in range(3):
         code = tf.one_hot(tf.fill([6], k), 3)
-        expected = -model.likelihood(model.decoder_network([z, code])).log_prob(x).numpy()
+        expected = -model.likelihood(model.decode_logits(z, code)).log_prob(x).numpy()
+        # float32 sums of 4,096 pixel terms in different orders: ~1e-6 relative.
         np.testing.assert_allclose(unaries[:, k], expected, rtol=1e-5)
+    assert np.ptp(unaries, axis=1).min() > 1e-3  # the code matters, so the comparison is not vacuous
+
+
+class FixedNoise(models.CascadeVAE):
+    noise = None
+
+    def sample_noise(self, shape):
+        return super().sample_noise(shape) if self.noise is None else tf.constant(self.noise)
+
+
+def naive_step(model, x, noise, kl_weights):
+    """The step as the paper states it, K-fold and with gradient through all K decoder passes:
+    z repeated K times through the plain dense over the concatenation [z, e_k], the unaries of
+    every value, d by the flow, the loss at the chosen values; loss and gradients."""
+    K, batch = model.discrete_size, x.shape[0]
+    with tf.GradientTape() as tape:
+        q = model.posterior_z(model.encoder(x, training=True))
+        z = q.mean() + q.stddev() * noise
+        inputs = tf.concat([tf.repeat(z, K, axis=0), tf.tile(tf.eye(K), [batch, 1])], axis=1)
+        hidden = tf.nn.relu(inputs @ model.decoder_input.kernel + model.decoder_input.bias)
+        log_p = model.likelihood(model.decoder_body(hidden)).log_prob(tf.repeat(x, K, axis=0))
+        unaries = -tf.reshape(log_p, [batch, K])
+        d = assignment.assign(unaries.numpy(), model.get_config()["pair_penalty"])
+        reconstruction = tf.gather(unaries, d, batch_dims=1)
+        kl = tfp.distributions.kl_divergence(tfp.distributions.Normal(q.mean(), q.stddev()),
+                                             tfp.distributions.Normal(0.0, 1.0))
+        kernels = [v for v in model.trainable_variables if v.name == "kernel"]
+        l2 = 2e-5 * tf.add_n([tf.reduce_sum(tf.square(v)) for v in kernels])
+        loss = tf.reduce_mean(reconstruction + tf.reduce_sum(kl * kl_weights, axis=1)) + l2
+    return loss, tape.gradient(loss, model.trainable_variables), d
+
+
+def test_the_fast_step_equals_the_naive_k_fold_step():
+    keras.utils.set_random_seed(1)
+    # A pair penalty large against the unaries' spread forces a balanced code, so several values are chosen.
+    model = FixedNoise(sprites.IMAGE_SHAPE, 3, relieve_at=[0, 0, 5], assign_start=0, pair_penalty=50.0, **SMALL)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.build_variables()
+    x = sprite_batch(8)["x"]
+    model.noise = np.random.default_rng(0).normal(size=(8, 6)).astype("float32")
+    with tf.GradientTape() as tape:
+        losses, _ = model.compute_losses({"x": x}, training=True)
+    fast = tape.gradient(losses["loss"], model.trainable_variables)
+    loss, naive, d = naive_step(model, x, model.noise, tf.constant([0.1, 0.1, 10.0, 10.0, 10.0, 10.0]))
+    assert len(set(d.tolist())) > 1
+    # float32 with differently ordered sums (split vs concatenated kernel, broadcast vs repeated images):
+    # they agree to ~1e-6 relative (measured 1.3e-6 on the gradients); 1e-4 is margin across CPUs, while a wrong code, weight or missing
+    # term moves the loss by > 1e-2 relative and the gradients by order one.
+    assert float(losses["loss"]) == pytest.approx(float(loss), rel=1e-4)
+    for variable, got, want in zip(model.trainable_variables, fast, naive):
+        scale = float(tf.reduce_max(tf.abs(want)))
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * scale, err_msg=variable.path)
+
+
+def test_bfloat16_steps_keep_float32_losses_and_close_unaries():
+    float32 = small_model(assign_start=0)
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = small_model(assign_start=0)
+        model.set_weights(float32.get_weights())
+        x, z = sprite_batch(8)["x"], tf.random.normal([8, 6])
+        # bfloat16 rounds every activation to 8 significant bits (2^-9 relative); the rounding errors of
+        # 4,096 pixel terms largely cancel in the sum (measured 2e-5 relative); 1e-3 leaves margin and
+        # still catches a density computed in bfloat16 or a lost cast.
+        np.testing.assert_allclose(model.unaries(x, z), float32.unaries(x, z), rtol=1e-3)
+        assert model.decoder_body.layers[-1].compute_dtype == "bfloat16"
+        model.compile(optimizer=keras.optimizers.Adam(1e-3))
+        model.build_variables()
+        logs = tf.function(model.train_step)({"x": x})
+        assert logs["loss"].dtype == tf.float32 and np.isfinite(float(logs["loss"]))
+        assert all(v.dtype == "float32" for v in model.trainable_variables)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def test_the_flow_runs_inside_tf_function_and_matches_the_solver():
@@ -76,6 +189,8 @@ def test_encode_picks_the_cheapest_code():
 @pytest.mark.parametrize("options, match", [
     (dict(latent_dim=2, relieve_at=[1, 2, 3]), "relieve_at"), (dict(discrete_size=1), "discrete_size"),
     (dict(solver="simplex"), "solver"), (dict(relieve_at=[5, 2]), "non-decreasing"), (dict(beta_h=-1.0), "beta_h"),
+    (dict(relieve_every=0), "relieve_every"), (dict(l2_weight=-1.0), "l2_weight"),
+    (dict(decoder_filters=(4,) * 6), "divisible"),
 ])
 def test_bad_settings_are_value_errors(options, match):
     with pytest.raises(ValueError, match=match):
@@ -89,6 +204,22 @@ def test_cascade_needs_sprites_and_no_xla(tmp_path):
         experiment.run(configs.get("cascade_vae", {"jit_compile": True, "model_dir": str(tmp_path)}))
 
 
+def test_a_schedule_that_does_not_fit_in_the_run_is_refused():
+    experiment.validate(configs.get("cascade_vae"))  # the official 300k iterations hold the whole schedule
+    short = {"epochs": 2, "steps_per_epoch": 10}
+    with pytest.raises(ValueError, match=r"model.assign_start: .* iteration 80000, but the run has 20 steps"):
+        experiment.validate(configs.get("cascade_vae", short))
+    # Stages of 10 with d from 15: dims at 0, 10, then (20 goes to d) 30.
+    with pytest.raises(ValueError, match=r"model.relieve_every: .* relieve dimension 3 at iteration 30"):
+        experiment.validate(configs.get("cascade_vae", {**short, "model.relieve_every": 10, "model.assign_start": 15}))
+    with pytest.raises(ValueError, match=r"model.relieve_at relieve dimension 2 at iteration 25"):
+        experiment.validate(configs.get("cascade_vae", {**short, "model.relieve_at": (0, 25), "model.assign_start": 5}))
+    fits = {**short, "model.relieve_at": (0, 19), "model.assign_start": 19}
+    experiment.validate(configs.get("cascade_vae", fits))
+    with pytest.raises(ValueError, match=r"factor_vae_votes: expected at least one vote per factor \(5"):
+        experiment.validate(configs.get("cascade_vae", {**fits, "factor_vae_votes": (4, 100)}))
+
+
 REPLICAS = """
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
@@ -98,7 +229,8 @@ from tfssvae import models
 from tfssvae.data import sprites
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 with strategy.scope():
-    model = models.CascadeVAE((64, 64, 1), 3, filters=(4, 4, 4, 4), dense_units=16, relieve_every=1, assign_start=0)
+    model = models.CascadeVAE((64, 64, 1), 3, filters=(4, 4, 4, 4), dense_units=16,
+                              decoder_filters=(4, 4, 4), relieve_every=1, assign_start=0)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     model.build_variables()
 batches = strategy.experimental_distribute_dataset(sprites.sprites_dataset(8, seed=0, num_batches=3))
@@ -122,7 +254,7 @@ def test_the_assignment_works_with_batches_split_across_replicas():
 
 def test_cascade_runs_end_to_end(tmp_path):
     results = experiment.run(configs.get("cascade_vae", {
-        "dataset": "sprites", "epochs": 1, "steps_per_epoch": 3, "batch_size": 8, "model.relieve_every": 1,
+        "dataset": "sprites", "epochs": 1, "steps_per_epoch": 3, "batch_size": 8, "model.relieve_at": (0, 1, 2),
         "model.assign_start": 2, "eval_samples": 64, "factor_vae_votes": (10, 5), "model_dir": str(tmp_path / "m"),
         "export_dir": str(tmp_path / "x"), "verbose": 0}))
     for key in ("factor_vae_score", "mig", "shape_accuracy"):

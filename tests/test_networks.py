@@ -161,3 +161,62 @@ def test_models_work_inside_tf_function():
         return decoder(encoder(x))
 
     assert roundtrip(tf.zeros([2, 8, 8, 1])).shape == (2, 8, 8, 1)
+
+
+# ---------------------------------------------------------------------------
+# CodeDense and deconv_decoder (the CascadeVAE's decoder)
+# ---------------------------------------------------------------------------
+
+
+def test_code_dense_is_the_dense_layer_over_the_concatenation():
+    layer = N.CodeDense(5, 3, activation="relu", name="first")
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(4, 6)).astype(np.float32)
+    code = np.eye(3, dtype=np.float32)[[0, 2, 1, 2]]
+    out = layer([z, code]).numpy()
+    kernel, bias = layer.get_weights()
+    assert kernel.shape == (9, 5)
+    # float32 matmuls over 9 terms, summed in a different order: 1e-5 is ample.
+    np.testing.assert_allclose(out, np.maximum(np.concatenate([z, code], 1) @ kernel + bias, 0), rtol=1e-5, atol=1e-6)
+    every = layer.every_code(z).numpy()
+    assert every.shape == (4, 3, 5)
+    for k in range(3):
+        expected = layer([z, np.tile(np.eye(3, dtype=np.float32)[k], (4, 1))]).numpy()
+        np.testing.assert_allclose(every[:, k], expected, rtol=1e-5, atol=1e-6)
+    assert np.ptp(every, axis=1).max() > 1e-2  # the codes change the output
+
+
+def test_code_dense_in_a_functional_model_and_its_config():
+    z, code = keras.Input((6,)), keras.Input((3,))
+    layer = N.CodeDense(5, 3, kernel_regularizer=keras.regularizers.L2(0.5))
+    model = keras.Model([z, code], layer([z, code]))
+    assert model.output_shape == (None, 5)
+    assert float(model.losses[0]) == pytest.approx(0.5 * float(np.sum(np.square(layer.kernel.numpy()))), rel=1e-5)
+    clone = N.CodeDense.from_config(layer.get_config())
+    assert clone.units == 5 and clone.code_size == 3
+    with pytest.raises(ValueError, match="code of size 3"):
+        N.CodeDense(5, 3)([np.zeros((2, 6), np.float32), np.zeros((2, 4), np.float32)])
+
+
+def test_deconv_decoder_ends_with_the_transposed_conv_to_the_image():
+    model = N.deconv_decoder(16, (64, 64, 1), filters=(8, 4, 4))
+    assert model.output_shape == (None, 64, 64, 1)
+    layers = [l for l in model.layers if isinstance(l, (keras.layers.Dense, keras.layers.Conv2DTranspose))]
+    assert [type(l).__name__ for l in layers] == ["Dense", "Conv2DTranspose", "Conv2DTranspose",
+                                                   "Conv2DTranspose", "Conv2DTranspose"]
+    assert layers[0].units == 4 * 4 * 8 and layers[-1].filters == 1
+    assert not any(isinstance(l, keras.layers.Conv2D) and not isinstance(l, keras.layers.Conv2DTranspose)
+                   for l in model.layers)
+    assert N.deconv_decoder(4, (32, 16, 3), params_per_pixel=2, filters=(4,)).output_shape == (None, 32, 16, 6)
+    with pytest.raises(ValueError, match="divisible by .* 16"):
+        N.deconv_decoder(4, (28, 28, 1), filters=(4, 4, 4))
+
+
+def test_conv_encoder_initializer_and_regularizer_options():
+    plain = N.conv_encoder((8, 8, 1), 4, **TINY)
+    assert not plain.losses
+    model = N.conv_encoder((8, 8, 1), 4, conv_initializer="he_normal", kernel_regularizer=keras.regularizers.L2(1e-3),
+                           **TINY)
+    assert len(model.losses) == 4 + 2  # every conv and dense kernel
+    conv = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)][0]
+    assert isinstance(conv.kernel_initializer, keras.initializers.HeNormal)

@@ -22,6 +22,7 @@ from tfssvae import data as data_lib
 from tfssvae import export as export_lib
 from tfssvae.data import sprites
 from tfssvae import configs, evaluation, metrics, models, training
+from tfssvae.models import cascade_vae
 
 #: Constructor arguments that depend on the data; the experiment fills them in (M1+M2's
 #: ``active_dims`` are chosen from the data by ``freeze_m1``), configs leave them out.
@@ -183,6 +184,33 @@ def validate(config):
         problem = check(value)
         if problem:
             raise ValueError(f"{key}: {problem}, received {value!r}")
+    if model_class is models.CascadeVAE:
+        _check_cascade_run(config)
+
+
+def _check_cascade_run(config):
+    """The cascade's schedule must fit in the run, and FactorVAE needs a vote per factor at least."""
+    defaults = {name: parameter.default for name, parameter
+                in inspect.signature(models.CascadeVAE.__init__).parameters.items()}
+    model = {**defaults, **config.model.to_dict()}
+    total = config.epochs * config.steps_per_epoch
+    run = f"the run has {total} steps (epochs={config.epochs} * steps_per_epoch={config.steps_per_epoch})"
+    if model["assign_start"] >= total:
+        raise ValueError(f"model.assign_start: the assignment of d would start at iteration "
+                         f"{model['assign_start']}, but {run}; lower it or lengthen the run")
+    relieve_at = model["relieve_at"]
+    source = "model.relieve_at"
+    if relieve_at is None:
+        relieve_at = cascade_vae.relieve_schedule(model["latent_dim"], model["relieve_every"], model["assign_start"])
+        source = f"model.relieve_every: stages of {model['relieve_every']} iterations"
+    late = [(i + 1, t) for i, t in enumerate(relieve_at) if t >= total]
+    if late:
+        raise ValueError(f"{source} relieve dimension {late[0][0]} at iteration {late[0][1]} (schedule "
+                         f"{list(relieve_at)}), but {run}; shorten the stages or lengthen the run")
+    num_factors = len(sprites.FACTOR_SIZES)
+    if min(config.factor_vae_votes) < num_factors:
+        raise ValueError(f"factor_vae_votes: expected at least one vote per factor ({num_factors} sprite "
+                         f"factors) for training and evaluation, received {tuple(config.factor_vae_votes)}")
 
 
 def default_model_dir(config):

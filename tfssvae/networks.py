@@ -16,7 +16,9 @@ import tensorflow as tf
 
 from tfssvae import fused
 
-__all__ = ["mlp", "conv_encoder", "conv_decoder", "activation_layer", "Softplus"]
+__all__ = [
+    "mlp", "conv_encoder", "conv_decoder", "deconv_decoder", "activation_layer", "Softplus", "CodeDense",
+]
 
 
 # ---------------------------------------------------------------------------
@@ -195,6 +197,8 @@ def conv_encoder(
     dense_units=256,
     activation="relu",
     extra_input_shapes=(),
+    conv_initializer="glorot_uniform",
+    kernel_regularizer=None,
     name="conv_encoder",
 ):
     """Convolutional encoder: strided convs, flatten, (extras), dense, linear output.
@@ -215,6 +219,9 @@ def conv_encoder(
       activation: Keras activation of the hidden layers.
       extra_input_shapes: shapes of extra inputs (no batch dim), concatenated after
         flattening; an int ``n`` means ``(n,)``.
+      conv_initializer: Keras initializer of the conv kernels (the dense layers keep
+        Keras' default, Glorot uniform); e.g. ``"he_normal"`` for ReLU convs.
+      kernel_regularizer: Keras regularizer of every kernel (conv and dense), or None.
       name: model name.
 
     Returns:
@@ -236,6 +243,7 @@ def conv_encoder(
     for i, f in enumerate(filters):
         h = keras.layers.Conv2D(
             f, kernel_size, strides=strides, padding="same", activation=activation,
+            kernel_initializer=conv_initializer, kernel_regularizer=kernel_regularizer,
             name=f"{name}_conv_{i}",
         )(h)
     h = keras.layers.Flatten(name=f"{name}_flatten")(h)
@@ -245,8 +253,9 @@ def conv_encoder(
         inputs += extras
         h = keras.layers.Concatenate(axis=-1, name=f"{name}_concat")([h, extra])
     if dense_units:
-        h = keras.layers.Dense(dense_units, activation=activation, name=f"{name}_dense")(h)
-    outputs = keras.layers.Dense(output_units, name=f"{name}_output")(h)
+        h = keras.layers.Dense(dense_units, activation=activation, kernel_regularizer=kernel_regularizer,
+                               name=f"{name}_dense")(h)
+    outputs = keras.layers.Dense(output_units, kernel_regularizer=kernel_regularizer, name=f"{name}_output")(h)
     return keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs, name=name)
 
 
@@ -325,3 +334,144 @@ def conv_decoder(
         channels * params_per_pixel, kernel_size, padding="same", name=f"{name}_output"
     )(h)
     return keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs, name=name)
+
+
+@keras.saving.register_keras_serializable(package="tfssvae")
+class CodeDense(keras.layers.Layer):
+    """A dense layer over the concatenation ``[z, c]`` of a vector and a one-hot code.
+
+    ``call([z, c])`` is ``activation([z, c] W + b)`` with one kernel ``W`` of shape
+    ``[z_dim + code_size, units]`` (so it initialises and regularises like the plain
+    ``Dense`` over the concatenation), computed as ``z W_z + c W_c + b`` with ``W_z, W_c``
+    the kernel's two row blocks, so nothing is concatenated.  ``every_code(z)`` gives the
+    outputs for all ``code_size`` one-hot codes at once: ``z`` goes through ``W_z`` once
+    and code ``e_k`` only adds row ``k`` of ``W_c`` as a bias, instead of ``code_size``
+    copies of ``z`` going through the whole kernel.
+
+    Args:
+      units: output width.
+      code_size: size of the one-hot code ``c``.
+      activation: Keras activation applied to the sum.
+      kernel_initializer, kernel_regularizer: of ``W`` (Keras specifications).
+
+    Input ``[z [batch, z_dim], c [batch, code_size]]``; output ``[batch, units]``.
+    """
+
+    def __init__(self, units, code_size, activation="relu", kernel_initializer="glorot_uniform",
+                 kernel_regularizer=None, **kwargs):
+        super().__init__(**kwargs)
+        self.units = _positive_int("units", units)
+        self.code_size = _positive_int("code_size", code_size)
+        self.activation = keras.activations.get(_activation(activation))
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+
+    def build(self, input_shape):
+        z_shape, code_shape = input_shape
+        if code_shape[-1] != self.code_size:
+            raise ValueError(f"{self.name}: expected a code of size {self.code_size}, received shape {code_shape}")
+        self.z_dim = int(z_shape[-1])
+        self.kernel = self.add_weight(
+            name="kernel", shape=(self.z_dim + self.code_size, self.units), initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer)
+        self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
+
+    def _z_part(self, z):
+        """``z W_z + b`` in the compute dtype: ``[batch, units]``; and ``W_c`` ``[code_size, units]``."""
+        kernel = keras.ops.cast(self.kernel, self.compute_dtype)
+        z = keras.ops.cast(z, self.compute_dtype)
+        return (keras.ops.matmul(z, kernel[:self.z_dim]) + keras.ops.cast(self.bias, self.compute_dtype),
+                kernel[self.z_dim:])
+
+    def call(self, inputs):
+        z, code = inputs
+        z_part, code_kernel = self._z_part(z)
+        return self.activation(z_part + keras.ops.matmul(keras.ops.cast(code, self.compute_dtype), code_kernel))
+
+    def every_code(self, z):
+        """``[batch, code_size, units]``: row ``[i, k]`` is ``call([z_i, e_k])``."""
+        if not self.built:
+            self.build([tuple(z.shape), (None, self.code_size)])
+        z_part, code_kernel = self._z_part(z)
+        return self.activation(z_part[:, None, :] + code_kernel[None, :, :])
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0][:-1]) + (self.units,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(units=self.units, code_size=self.code_size,
+                      activation=keras.activations.serialize(self.activation),
+                      kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+                      kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer))
+        return config
+
+
+def deconv_decoder(
+    input_units,
+    image_shape,
+    params_per_pixel=1,
+    filters=(64, 32, 32),
+    kernel_size=4,
+    strides=2,
+    activation="relu",
+    conv_initializer="glorot_uniform",
+    kernel_regularizer=None,
+    name="deconv_decoder",
+):
+    """Transposed-conv decoder whose last transposed conv gives the pixel parameters.
+
+    ``[batch, input_units]`` goes through ``Dense(s_h * s_w * filters[0], activation)``,
+    is reshaped to ``[batch, s_h, s_w, filters[0]]`` with ``s = image size / strides **
+    (len(filters) + 1)``, then one ``Conv2DTranspose(f, kernel_size, strides, "same",
+    activation)`` per entry of ``filters`` and a linear
+    ``Conv2DTranspose(channels * params_per_pixel, kernel_size, strides, "same")`` that
+    lands on the image size.  (``conv_decoder`` instead ends with a full-resolution conv
+    after its last transposed conv: several times the FLOPs at 64x64.)  The CascadeVAE's
+    official decoder is ``CodeDense(256)`` followed by this with ``filters=(64, 32, 32)``.
+
+    Args:
+      input_units: width of the input vector.
+      image_shape: ``(height, width, channels)``; height and width must be divisible by
+        ``strides ** (len(filters) + 1)``.
+      params_per_pixel: distribution parameters per pixel and channel (1 for Bernoulli logits).
+      filters: filters of the hidden transposed convs (at least one).
+      kernel_size, strides: of every transposed conv.
+      activation: Keras activation of the hidden layers.
+      conv_initializer: Keras initializer of the transposed-conv kernels (the dense
+        layer keeps Glorot uniform).
+      kernel_regularizer: Keras regularizer of every kernel, or None.
+      name: model name.
+
+    Returns:
+      A ``keras.Model`` mapping ``[batch, input_units]`` to
+      ``[batch, height, width, channels * params_per_pixel]``.
+    """
+    input_units = _positive_int("input_units", input_units)
+    height, width, channels = _image_shape(image_shape)
+    params_per_pixel = _positive_int("params_per_pixel", params_per_pixel)
+    filters = _positive_ints("filters", filters, allow_empty=False)
+    kernel_size = _positive_int("kernel_size", kernel_size)
+    strides = _positive_int("strides", strides)
+    activation = _activation(activation)
+    factor = strides ** (len(filters) + 1)
+    if height % factor or width % factor:
+        raise ValueError(
+            f"image_shape: height and width must be divisible by strides ** (len(filters) + 1) = {factor} "
+            f"(strides={strides}, {len(filters)} hidden transposed convs); received {image_shape!r}.")
+    start_h, start_w = height // factor, width // factor
+
+    inputs = keras.Input(shape=(input_units,), name=f"{name}_input")
+    h = keras.layers.Dense(start_h * start_w * filters[0], activation=activation,
+                           kernel_regularizer=kernel_regularizer, name=f"{name}_dense_map")(inputs)
+    h = keras.layers.Reshape((start_h, start_w, filters[0]), name=f"{name}_reshape")(h)
+    for i, f in enumerate(filters):
+        h = keras.layers.Conv2DTranspose(
+            f, kernel_size, strides=strides, padding="same", activation=activation,
+            kernel_initializer=conv_initializer, kernel_regularizer=kernel_regularizer, name=f"{name}_deconv_{i}",
+        )(h)
+    outputs = keras.layers.Conv2DTranspose(
+        channels * params_per_pixel, kernel_size, strides=strides, padding="same",
+        kernel_initializer=conv_initializer, kernel_regularizer=kernel_regularizer, name=f"{name}_output",
+    )(h)
+    return keras.Model(inputs, outputs, name=name)

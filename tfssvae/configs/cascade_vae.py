@@ -1,6 +1,9 @@
 """CascadeVAE (Jeong and Song 2019) on procedural dSprites.
 
-The model defaults are the official code's; its batch is 64 and its learning rate 1e-4
+The model defaults are the official code's (snu-mllab/DisentanglementICML19), and so is
+the run length: 300 epochs of 1,000 steps are its 300k iterations, long enough for the
+whole schedule (the last dimension is relieved at 120k; ``experiment.validate`` refuses
+a schedule that does not fit in the run).  Its batch is 64 and its learning rate 1e-4
 (``--config.batch_size=64 --config.learning_rate=1e-4``).
 """
 from ml_collections import config_dict
@@ -16,15 +19,19 @@ def get_config(variant=None):
                    discrete_size=3,  # values of the discrete code d
                    beta_h=10.0,  # KL weight of penalised dimensions
                    beta_l=0.1,  # KL weight of relieved dimensions
-                   relieve_every=20000,  # iterations between relieving one more dimension
-                   relieve_at=config_dict.placeholder(tuple),  # explicit iterations; None: every relieve_every
+                   relieve_every=20000,  # iterations of a stage; stage i relieves dimension i + 1
+                   relieve_at=config_dict.placeholder(tuple),  # explicit iterations; None: the official stages
                    assign_start=80000,  # iteration from which d is learned by assignment
                    pair_penalty=0.001,  # cost per pair of batch examples sharing d
                    solver="fast",  # "fast" or "networkx"
-                   filters=(32, 32, 64, 64), dense_units=256),
+                   filters=(32, 32, 64, 64),  # encoder convs
+                   dense_units=256,  # encoder and decoder hidden dense layer
+                   decoder_filters=(64, 32, 32),  # decoder hidden transposed convs
+                   l2_weight=2e-5),  # L2 per squared kernel weight (slim's 4e-5 / 2)
         dataset="sprites",
+        epochs=300,  # the official 300k iterations
         steps_per_epoch=1000,  # sprites are endless; an epoch is this many steps
-        eval_samples=10000,  # examples for MIG and shape accuracy
+        eval_samples=10000,  # examples for MIG and shape accuracy (and FactorVAE's global variances)
         factor_vae_votes=(10000, 5000),  # FactorVAE training / evaluation votes
     )
     return base.apply_variant(config, variant, VARIANTS, "cascade_vae.py")
