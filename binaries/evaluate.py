@@ -21,8 +21,11 @@ flags.DEFINE_string("data_dir", None, "TFDS data directory for 'tfds:' sources."
 flags.DEFINE_string("output_dir", None, "Where figures go (ML-VAE); default <model_dir>/figures.")
 flags.DEFINE_integer("batch_size", 1000, "Evaluation batch size.")
 flags.DEFINE_integer("seed", 0, "Seed of the evaluation's random choices.")
-flags.DEFINE_integer("eval_samples", 10000, "cascade_vae: examples for MIG and shape accuracy.")
-flags.DEFINE_list("factor_vae_votes", ["10000", "5000"], "cascade_vae: FactorVAE training and evaluation votes.")
+# cascade_vae evaluation settings: by default the run's own (its model.json), else tfssvae/configs/cascade_vae.py's.
+flags.DEFINE_integer("eval_samples", None, "cascade_vae: examples for MIG, shape accuracy and FactorVAE's variances.")
+flags.DEFINE_list("factor_vae_votes", None, "cascade_vae: FactorVAE training and evaluation votes.")
+flags.DEFINE_integer("factor_vae_samples_per_value", None,
+                     "cascade_vae: images per (factor, value) that FactorVAE votes draw from; 0: fresh images.")
 FLAGS = flags.FLAGS
 
 
@@ -48,13 +51,39 @@ def evaluate_saved_model(source):
             "test_error": float(np.mean(predicted != source.test_labels))}
 
 
+def cascade_settings():
+    """The cascade evaluation's settings: flags, else the run's config, else the package config."""
+    from tfssvae import configs
+
+    with open(os.path.join(FLAGS.model_dir, "model.json")) as f:
+        run_config = json.load(f).get("run_config", {})
+    package = configs.get("cascade_vae")
+    settings = {key: run_config.get(key, package[key])
+                for key in ("eval_samples", "factor_vae_votes", "factor_vae_samples_per_value")}
+    if FLAGS.eval_samples is not None:
+        settings["eval_samples"] = FLAGS.eval_samples
+    if FLAGS.factor_vae_votes is not None:
+        try:
+            settings["factor_vae_votes"] = [int(v) for v in FLAGS.factor_vae_votes]
+        except ValueError:
+            fail(f"--factor_vae_votes: expected two integers, received {','.join(FLAGS.factor_vae_votes)}")
+    if FLAGS.factor_vae_samples_per_value is not None:
+        settings["factor_vae_samples_per_value"] = FLAGS.factor_vae_samples_per_value
+    if len(settings["factor_vae_votes"]) != 2:
+        fail(f"--factor_vae_votes: expected training and evaluation votes, received {settings['factor_vae_votes']}")
+    settings["factor_vae_votes"] = tuple(int(v) for v in settings["factor_vae_votes"])
+    return settings
+
+
 def evaluate_run(source):
     from tfssvae import evaluation, export, figures, metrics, models
 
     name, model = export.restore_run(FLAGS.model_dir)
     if isinstance(model, models.CascadeVAE):
+        settings = cascade_settings()
         return {"model_dir": FLAGS.model_dir, "model": name, **evaluation.cascade_report(
-            model, FLAGS.seed, FLAGS.eval_samples, tuple(int(v) for v in FLAGS.factor_vae_votes), verbose=True)}
+            model, FLAGS.seed, settings["eval_samples"], settings["factor_vae_votes"],
+            settings["factor_vae_samples_per_value"], verbose=True)}
     if source is None:
         fail(f"--dataset=sprites is for cascade_vae runs; {FLAGS.model_dir} holds a {name} model")
     if model.data_shape != source.image_shape:

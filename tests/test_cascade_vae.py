@@ -218,6 +218,8 @@ def test_a_schedule_that_does_not_fit_in_the_run_is_refused():
     experiment.validate(configs.get("cascade_vae", fits))
     with pytest.raises(ValueError, match=r"factor_vae_votes: expected at least one vote per factor \(5"):
         experiment.validate(configs.get("cascade_vae", {**fits, "factor_vae_votes": (4, 100)}))
+    with pytest.raises(ValueError, match=r"factor_vae_samples_per_value: expected 0 .* batch of 64, received 10"):
+        experiment.validate(configs.get("cascade_vae", {**fits, "factor_vae_samples_per_value": 10}))
 
 
 REPLICAS = """
@@ -255,7 +257,7 @@ def test_the_assignment_works_with_batches_split_across_replicas():
 def test_cascade_runs_end_to_end(tmp_path):
     results = experiment.run(configs.get("cascade_vae", {
         "dataset": "sprites", "epochs": 1, "steps_per_epoch": 3, "batch_size": 8, "model.relieve_at": (0, 1, 2),
-        "model.assign_start": 2, "eval_samples": 64, "factor_vae_votes": (10, 5), "model_dir": str(tmp_path / "m"),
+        "model.assign_start": 2, "eval_samples": 64, "factor_vae_votes": (10, 5), "factor_vae_samples_per_value": 64, "model_dir": str(tmp_path / "m"),
         "export_dir": str(tmp_path / "x"), "verbose": 0}))
     for key in ("factor_vae_score", "mig", "shape_accuracy"):
         assert 0.0 <= results[key] <= 1.0

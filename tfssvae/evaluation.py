@@ -1,4 +1,4 @@
-"""Evaluation of trained models, built from the array-level metrics in ``metrics.py``.
+"""Evaluation of trained models, built from the array-level metrics in ``tfssvae.metrics``.
 
 ``mlvae_report`` runs the ML-VAE evaluation of Bouchacourt et al. (2018): linear probes
 of content and style, the test bound against the size of test-time groups, and n-shot
@@ -80,19 +80,25 @@ def mlvae_report(model, source, seed=0, group_sizes=(1, 2, 5, 10, 20), shots=(1,
     return report
 
 
-def cascade_report(model, seed=0, num_samples=10000, factor_vae_votes=(10000, 5000), batch_size=500,
-                   verbose=False):
+def cascade_report(model, seed=0, num_samples=10000, factor_vae_votes=(10000, 5000), samples_per_value=256,
+                   batch_size=500, verbose=False):
     """FactorVAE score, MIG and shape accuracy of a trained ``models.CascadeVAE`` on procedural sprites.
 
     The representation is the posterior mean of z next to the one-hot code d (the paper's
     model has both); MIG treats d as one more (discrete) latent; the shape accuracy is d
     against the shape factor under the best one-to-one matching.  ``factor_vae_votes``
     is (training votes, evaluation votes): disentanglement_lib's 10,000 and 5,000 by default.
+
+    Every image is rendered and encoded once, ``batch_size`` at a time: the
+    ``num_samples`` uniform samples serve MIG, the shape accuracy and FactorVAE's global
+    variances; FactorVAE's vote batches come from ``samples_per_value`` images per
+    (factor, value) (``metrics.factor_vae_score``; 0 or None: fresh images for every vote).
     """
     from tfssvae.data import sprites
 
     ground_truth = sprites.SpritesGroundTruth()
-    encode = tf.function(model.encode, reduce_retracing=True)
+    # One trace for every batch size (the last batch of a pool is smaller).
+    encode = tf.function(model.encode, input_signature=[model.input_signature()])
 
     def codes(images):
         out = _batched(encode, images, batch_size)
@@ -105,8 +111,11 @@ def cascade_report(model, seed=0, num_samples=10000, factor_vae_votes=(10000, 50
     rng = np.random.default_rng(seed)
     factors = ground_truth.sample_factors(num_samples, rng)
     mean, d = codes(ground_truth.observations(factors))
-    score = metrics.factor_vae_score(representation, ground_truth, seed=seed, num_train=factor_vae_votes[0],
-                                     num_eval=factor_vae_votes[1], verbose=verbose)
+    score = metrics.factor_vae_score(
+        representation, ground_truth, seed=seed, num_train=factor_vae_votes[0], num_eval=factor_vae_votes[1],
+        samples_per_value=samples_per_value or None, chunk_size=8192,
+        variance_codes=np.concatenate([mean, np.eye(model.discrete_size, dtype=np.float32)[d]], axis=1),
+        verbose=verbose)
     return {
         "factor_vae_score": score["eval_accuracy"],
         "factor_vae_train_accuracy": score["train_accuracy"],

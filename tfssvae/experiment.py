@@ -94,7 +94,8 @@ SHARED_FIELDS = {
 RUN_OPTIONS = {
     "m1m2": {"m1_epochs": _integer(1)},
     "mlvae": {"groups_per_batch": _integer(1), "group_size": _integer(1), "variable_group_sizes": _boolean},
-    "cascade_vae": {"steps_per_epoch": _integer(1), "eval_samples": _integer(1), "factor_vae_votes": _votes},
+    "cascade_vae": {"steps_per_epoch": _integer(1), "eval_samples": _integer(2), "factor_vae_votes": _votes,
+                    "factor_vae_samples_per_value": _integer(0)},
 }
 
 
@@ -207,6 +208,10 @@ def _check_cascade_run(config):
     if late:
         raise ValueError(f"{source} relieve dimension {late[0][0]} at iteration {late[0][1]} (schedule "
                          f"{list(relieve_at)}), but {run}; shorten the stages or lengthen the run")
+    vote_batch = inspect.signature(metrics.factor_vae_score).parameters["batch_size"].default
+    if 0 < config.factor_vae_samples_per_value < vote_batch:
+        raise ValueError(f"factor_vae_samples_per_value: expected 0 (fresh images every vote) or at least a "
+                         f"vote's batch of {vote_batch}, received {config.factor_vae_samples_per_value}")
     num_factors = len(sprites.FACTOR_SIZES)
     if min(config.factor_vae_votes) < num_factors:
         raise ValueError(f"factor_vae_votes: expected at least one vote per factor ({num_factors} sprite "
@@ -284,7 +289,8 @@ def _train_sprites(config, model, source, model_dir, train_config):
     batches = sprites.SpritesSource(config.batch_size, config.seed, config.steps_per_epoch)
     summary = training.train(model, batches, model_dir, train_config)
     return summary, evaluation.cascade_report(model, config.seed, config.eval_samples,
-                                              tuple(config.factor_vae_votes), verbose=bool(config.verbose))
+                                              tuple(config.factor_vae_votes), config.factor_vae_samples_per_value,
+                                              verbose=bool(config.verbose))
 
 
 def _write_model_json(model_dir, config, model):

@@ -33,5 +33,8 @@ def get_config(variant=None):
         steps_per_epoch=1000,  # sprites are endless; an epoch is this many steps
         eval_samples=10000,  # examples for MIG and shape accuracy (and FactorVAE's global variances)
         factor_vae_votes=(10000, 5000),  # FactorVAE training / evaluation votes
+        # FactorVAE vote batches are drawn from this many images encoded once per (factor,
+        # value) (metrics.factor_vae_score); 0: fresh images for every vote (960k images).
+        factor_vae_samples_per_value=256,
     )
     return base.apply_variant(config, variant, VARIANTS, "cascade_vae.py")
