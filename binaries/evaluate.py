@@ -39,8 +39,13 @@ def evaluate_saved_model(source):
 
     if source is None:
         fail("--saved_model evaluates classifiers on image data, not --dataset=sprites; use --model_dir")
+    from tfssvae import export
+
+    inputs = export.serving_inputs(FLAGS.saved_model)  # ValueError where there is no tfssvae SavedModel
+    if "classify" not in inputs:
+        fail(f"{FLAGS.saved_model} has no classify signature (ML-VAE or CascadeVAE?); evaluate it with --model_dir")
     classify = tf.saved_model.load(FLAGS.saved_model).signatures["classify"]
-    expected = tuple(classify.structured_input_signature[1]["images"].shape[1:])
+    expected = tuple(inputs["classify"]["images"]["shape"][1:])
     if expected != source.image_shape:
         fail(f"the model takes images of shape {expected}, {FLAGS.dataset} has {source.image_shape}")
     predicted = np.concatenate([

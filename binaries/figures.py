@@ -24,15 +24,19 @@ def main(argv):
     import tensorflow as tf
 
     from tfssvae import data as data_lib
-    from tfssvae import figures
+    from tfssvae import export, figures
 
+    try:
+        signature = export.serving_inputs(FLAGS.saved_model)["generate"]
+    except ValueError as error:
+        print(f"tfssvae-figures: error: {error}", file=sys.stderr)
+        sys.exit(2)
     loaded = tf.saved_model.load(FLAGS.saved_model)
-    signature = loaded.signatures["generate"].structured_input_signature[1]
     if "labels" not in signature:
         print("tfssvae-figures: error: the model's generate signature takes no class labels; "
               "class/style figures need a model with a class (m2, m1m2, ssdgm_*)", file=sys.stderr)
         sys.exit(2)
-    latent_dim = signature["latent"].shape[-1]
+    latent_dim = signature["latent"]["shape"][-1]
     num_classes = loaded.signatures["classify"].structured_outputs["probabilities"].shape[-1]
 
     def generate(labels, latent):

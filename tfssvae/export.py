@@ -8,9 +8,22 @@ Signatures (inputs -> outputs, all named; each model's ``serving_functions`` lis
   ML-VAE: encode (style and content), encode_group (images, group_ids), reconstruct,
           generate (content, style); serving_default is encode.
 
-The SavedModel is written to a temporary directory beside its destination and renamed
-into place, so a crash never leaves a half-written version that TF Serving would load.
+Every signature checks its inputs inside the graph (so TF Serving checks them too) and
+fails with an ``InvalidArgumentError`` naming the input, what it expected and what it
+received: the shape (images ``[batch, height, width, channels]``, latents
+``[batch, latent_dim]``, labels ``[batch]``), finite values, pixels in [0, 1], integer
+inputs in their range (labels in ``[0, num_classes)``), and one batch size across a
+signature's inputs.  The inputs are declared with an unknown shape: a declared shape lets
+TensorFlow fold shape checks away (a rank-2 ``[4, 64]`` batch would reach an 8x8 model's
+first reshape and be silently accepted).  The shapes each input expects are recorded in
+``assets.extra/tfssvae.json`` under ``"inputs"`` (``serving_inputs`` reads them).
+
+The SavedModel is written to a temporary directory beside its destination, made readable
+(0755) and renamed into place, so a crash never leaves a half-written version that TF
+Serving would load; the version number is claimed by creating its directory, so two
+exports into one ``export_base`` never take the same number.
 """
+import inspect
 import json
 import os
 import shutil
@@ -31,15 +44,147 @@ def next_version(export_base):
     return max(versions, default=0) + 1
 
 
+def _described(shape):
+    return "[" + ", ".join("batch" if d is None else str(d) for d in shape) + "]"
+
+
+def _checked_input(value, spec, bound, after):
+    """``value`` given its static shape ``spec.shape`` once in-graph asserts have checked it.
+
+    ``bound`` is ``(low, high)``: inclusive for floats, ``[low, high)`` for integers
+    (either may be None).  ``after`` is the previous check; each check runs after it, so
+    the first failing one is reported.  Returns ``(value, last check)``.
+    """
+    name, shape = spec.name, list(spec.shape)
+    described = _described(shape)
+    with tf.control_dependencies(after):
+        actual = tf.shape(value)
+
+        def dimensions_match():
+            ok = tf.constant(True)
+            for i, d in enumerate(shape):
+                if d is not None:
+                    ok = tf.logical_and(ok, tf.equal(actual[i], d))
+            return ok
+
+        rank_ok = tf.equal(tf.size(actual), len(shape))
+        shape_ok = tf.cond(rank_ok, dimensions_match, lambda: tf.constant(False))
+        check = tf.debugging.Assert(
+            shape_ok, [f"{name}: expected shape {described}, received shape", actual], summarize=8)
+    with tf.control_dependencies([check]):
+        value = tf.ensure_shape(value, shape)
+        if value.dtype.is_floating:
+            finite = tf.math.is_finite(value)
+            check = tf.debugging.Assert(tf.reduce_all(finite), [
+                f"{name}: expected finite values, received",
+                tf.reduce_sum(tf.cast(tf.logical_not(finite), tf.int32)), "NaN or infinite values"])
+    if bound is None:
+        return value, [check]
+    low, high = bound
+    with tf.control_dependencies([check]):
+        smallest, largest = tf.reduce_min(value), tf.reduce_max(value)
+        ok = tf.constant(True)
+        if low is not None:
+            ok = tf.logical_and(ok, smallest >= tf.cast(low, value.dtype))
+        if high is not None:
+            ok = tf.logical_and(ok, largest <= tf.cast(high, value.dtype) if value.dtype.is_floating
+                                else largest < tf.cast(high, value.dtype))
+        if value.dtype.is_floating:
+            expected = f"[{low}, {high}]" + (" (pixels in [0, 255] must be divided by 255)"
+                                             if name == "images" else "")
+        else:
+            expected = f"[{0 if low is None else low}, {high})" if high is not None else f">= {low}"
+        check = tf.debugging.Assert(ok, [f"{name}: expected values in {expected}, received values from",
+                                         smallest, "to", largest])
+    return value, [check]
+
+
+def checked_function(function, specs, bounds):
+    """``function`` behind in-graph checks of its inputs, and the TensorSpecs to declare for it.
+
+    Args:
+      function: takes one tensor per spec, positionally.
+      specs: ``tf.TensorSpec`` per argument, named, with the shape it expects (batch None).
+      bounds: ``{input name: (low, high)}`` value ranges (see ``_checked_input``).
+
+    Returns:
+      ``(checked, declared)``: a function whose arguments are named as the specs, and
+      the same specs with an unknown shape (the checks, not the declaration, hold the shape).
+    """
+    specs = list(specs)
+
+    def checked(*args):
+        inputs, after = [], []
+        for value, spec in zip(args, specs):
+            value, after = _checked_input(value, spec, bounds.get(spec.name), after)
+            inputs.append(value)
+        batched = [(spec.name, value) for spec, value in zip(specs, inputs) if len(spec.shape) and
+                   spec.shape[0] is None]
+        for (first, a), (other, b) in zip(batched, batched[1:]):
+            with tf.control_dependencies(after):
+                sizes = [tf.shape(a)[0], tf.shape(b)[0]]
+                after = [tf.debugging.Assert(tf.equal(*sizes), [
+                    f"{first} and {other}: expected the same batch size, received", sizes[0], "and", sizes[1]])]
+        with tf.control_dependencies(after):
+            inputs = [tf.identity(value) for value in inputs]
+        return function(*inputs)
+
+    checked.__signature__ = inspect.Signature(
+        [inspect.Parameter(spec.name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for spec in specs])
+    checked.__name__ = getattr(function, "__name__", "serving_function")
+    declared = [tf.TensorSpec(None, spec.dtype, name=spec.name) for spec in specs]
+    return checked, declared
+
+
 class _ServingModule(tf.Module):
-    """Holds the model (so its variables are saved) and one tf.function per signature."""
+    """Holds the model (so its variables are saved) and one tf.function per signature,
+    each checking its inputs inside the graph."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model
         self.functions = {}
+        self.inputs = {}
+        bounds = model.serving_bounds()
         for name, (function, signature) in model.serving_functions().items():
-            self.functions[name] = tf.function(function, input_signature=signature)
+            checked, declared = checked_function(function, signature, bounds)
+            self.functions[name] = tf.function(checked, input_signature=declared)
+            self.inputs[name] = {spec.name: {"shape": list(spec.shape), "dtype": spec.dtype.name,
+                                             **({"range": list(bounds[spec.name])} if spec.name in bounds else {})}
+                                 for spec in signature}
+
+
+def serving_inputs(saved_model_dir):
+    """``{signature: {input: {"shape": [None, ...], "dtype": ...}}}`` of a tfssvae SavedModel,
+    from its ``assets.extra/tfssvae.json`` (the signatures declare unknown shapes).
+
+    Raises a ValueError when ``saved_model_dir`` holds no SavedModel or no such record.
+    """
+    if not os.path.isfile(os.path.join(str(saved_model_dir), "saved_model.pb")):
+        raise ValueError(f"saved_model: {saved_model_dir} holds no SavedModel (no saved_model.pb); expected a "
+                         f"version directory such as saved_models/m2/1")
+    record = os.path.join(saved_model_dir, "assets.extra", "tfssvae.json")
+    if not os.path.isfile(record):
+        raise ValueError(f"saved_model: {saved_model_dir} has no assets.extra/tfssvae.json; was it exported by tfssvae?")
+    with open(record) as f:
+        inputs = json.load(f).get("inputs")
+    if inputs is None:
+        raise ValueError(f"saved_model: {record} records no input shapes; export the model again")
+    return inputs
+
+
+def _claim_version(export_base, version):
+    """Creates ``export_base/.claim-<version>`` (atomic: fails if it exists) so that no
+    concurrent export takes the same number; returns its path, or None if taken."""
+    claim = os.path.join(export_base, f".claim-{version}")
+    try:
+        os.mkdir(claim)
+    except FileExistsError:
+        return None
+    if os.path.exists(os.path.join(export_base, str(version))):
+        os.rmdir(claim)
+        return None
+    return claim
 
 
 def export(model, export_base, version=None, metadata=None):
@@ -52,29 +197,61 @@ def export(model, export_base, version=None, metadata=None):
       metadata: optional JSON-serialisable dict stored as ``assets.extra/tfssvae.json``
         together with the model's config.
     """
-    if version is None:
-        version = next_version(export_base)
-    if int(version) < 1:
-        raise ValueError(f"version: expected a positive integer, received {version}")
-    destination = os.path.join(export_base, str(int(version)))
-    if os.path.exists(destination):
-        raise ValueError(f"version: {destination} already exists; choose another version or export_base")
+    if version is not None and (isinstance(version, bool) or not str(version).isdigit() or int(version) < 1):
+        raise ValueError(f"version: expected a positive integer, received {version!r}")
+    check_writable(export_base, "export_base")
     os.makedirs(export_base, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_base)
+    if version is None:
+        # The next free number, claimed atomically (a concurrent export takes the one after).
+        version = next_version(export_base)
+        while (claim := _claim_version(export_base, version)) is None:
+            version += 1
+    else:
+        version = int(version)
+        claim = _claim_version(export_base, version)
+        if claim is None:
+            raise ValueError(f"version: {os.path.join(export_base, str(version))} already exists; choose another "
+                             f"version or export_base")
+    destination = os.path.join(export_base, str(version))
+    staging = None
     try:
+        staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_base)
         module = _ServingModule(model)
         signatures = {name: function.get_concrete_function() for name, function in module.functions.items()}
         tf.saved_model.save(module, staging, signatures=signatures)
         extra = os.path.join(staging, "assets.extra")
         os.makedirs(extra, exist_ok=True)
         with open(os.path.join(extra, "tfssvae.json"), "w") as f:
-            json.dump({"model": type(model).__name__, "config": model.get_config(), **(metadata or {})},
-                      f, indent=2, default=str)
-        os.rename(staging, destination)
+            json.dump({"model": type(model).__name__, "config": model.get_config(), "inputs": module.inputs,
+                       **(metadata or {})}, f, indent=2, default=str)
+        # mkdtemp makes 0700: a model server running as another user could not read it.
+        for root, directories, files in os.walk(staging):
+            os.chmod(root, 0o755)
+            for file_name in files:
+                os.chmod(os.path.join(root, file_name), 0o644)
+        os.rename(staging, destination)  # the claim guarantees nobody else writes this number
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        os.rmdir(claim)
     return destination
+
+
+def check_writable(directory, name):
+    """ValueError naming ``name`` when ``directory`` (or, if it does not exist yet, its nearest
+    existing parent) cannot be written; called before training so a run does not end unexported."""
+    existing = os.path.abspath(directory)
+    while not os.path.exists(existing):
+        parent = os.path.dirname(existing)
+        if parent == existing:
+            break
+        existing = parent
+    if not os.path.isdir(existing):
+        raise ValueError(f"{name}: {existing} is not a directory, so {directory} cannot be created")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{name}: {existing} is not writable, so nothing can be written to {directory}")
 
 
 def restore_run(model_dir):

@@ -142,6 +142,18 @@ class GenerativeModel(keras.Model):
     def input_signature(self):
         return tf.TensorSpec((None, *self.data_shape), tf.float32, name="images")
 
+    def serving_bounds(self):
+        """Allowed values of serving inputs by input name, checked in the exported graph:
+        ``(low, high)``, inclusive for float inputs, ``[low, high)`` for integer ones (None: open).
+
+        Images are in [0, 1]; class labels in [0, num_classes); a discrete code ``d`` in
+        [0, discrete_size); group ids non-negative.
+        """
+        bounds = {"images": (0.0, 1.0), "labels": (0, self.num_classes), "group_ids": (0, None)}
+        if getattr(self, "discrete_size", None):
+            bounds["d"] = (0, int(self.discrete_size))
+        return bounds
+
     def serving_functions(self):
         """``{signature name: (function, input TensorSpecs)}`` for export; ``serving_default`` is one of them.
 
