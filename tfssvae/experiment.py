@@ -185,6 +185,10 @@ def validate(config):
         problem = check(value)
         if problem:
             raise ValueError(f"{key}: {problem}, received {value!r}")
+    if config.labelled_batch_size == 0 and model_class.has_classifier:
+        raise ValueError(f"labelled_batch_size: 0 would leave the {config.num_labels} labels unused by the "
+                         f"semi-supervised {name}; expected a positive number, or -1 (half the batch, at most "
+                         f"num_labels)")
     if model_class is models.CascadeVAE:
         _check_cascade_run(config)
 
