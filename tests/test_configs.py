@@ -54,7 +54,7 @@ def test_defaults_that_matter():
     for name in configs.NAMES:
         config = configs.get(name)
         assert config.precision == "float32" and config.keep_best is True
-        assert config.steps_per_call == (10 if name in ("m2", "m1m2", "ssdgm_mnist") else 1)
+        assert config.steps_per_call == (10 if name in ("m2", "m1m2", "ssdgm_mnist", "cascade_vae") else 1)
 
 
 def test_unknown_names_variants_and_fields_are_value_errors():
@@ -63,7 +63,7 @@ def test_unknown_names_variants_and_fields_are_value_errors():
     with pytest.raises(ValueError, match="no variant 'svhn'; known variants: fashion_mnist"):
         configs.get("m2:svhn")
     with pytest.raises(ValueError, match="no variant 'x'; known variants: none"):
-        configs.get("cascade_vae:x")
+        configs.get("ssdgm_svhn:x")
     with pytest.raises(ValueError, match="model.depth: the config has no such field"):
         configs.get("m2", {"model.depth": 3})
     with pytest.raises(ValueError, match="epochs: .*cannot be casted"):
