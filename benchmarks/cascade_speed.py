@@ -1,5 +1,5 @@
 r"""Benchmark: CascadeVAE training speed against a plain conv VAE of the same network, and
-the time of its metric suite.
+the time of its metric suite, with the machine's ceiling beside it.
 
   python benchmarks/cascade_speed.py --steps=200 --rounds=3 --precisions=float32,bfloat16
 
@@ -18,7 +18,11 @@ after ``--warmup`` untimed ones), so a change of machine load hits all of them; 
 median examples/s over rounds is reported, with the ratio of each step to ``plain_vae``.
 Then, unless ``--metrics=false``, ``evaluation.cascade_report`` on the float32 model (any
 weights time the same): FactorVAE with ``--factor_vae_votes``, MIG and shape accuracy on
-``--eval_samples``.  Prints a JSON summary (and writes it to ``--output`` if given).
+``--eval_samples``.  Beside the rates: the conv and dense FLOPs of one training example
+of each step kind (forward, and twice that backward; the assignment step adds K decoder
+passes forward only) and the machine's measured matmul rate, so "examples/s at the
+ceiling" = rate / FLOPs per example.  Prints a JSON summary (and writes it to ``--output``
+if given).
 """
 import json
 import os
@@ -27,10 +31,10 @@ import statistics
 import sys
 import time
 
-import numpy as np
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.ceiling import forward_macs, matmul_gflops  # noqa: E402
 
 flags.DEFINE_integer("batch_size", 64, "Examples per step (official: 64).")
 flags.DEFINE_integer("steps", 100, "Timed steps per round and step kind.")
@@ -127,8 +131,18 @@ def measure(precision, batches):
                 float(out if not isinstance(out, dict) else out["loss"])  # wait for the last step
                 rates[name].append(FLAGS.steps * FLAGS.batch_size / (time.perf_counter() - start))
         medians = {name: statistics.median(r) for name, r in rates.items()}
+        encoder_macs, decoder_macs = forward_macs(encoder), forward_macs(decoder)
+        gradient_step = 3 * 2 * (encoder_macs + decoder_macs)  # forward, and twice that backward
+        # The unaries: K decoder passes, forward only, sharing z's product with the first dense kernel.
+        first_dense = config.model.latent_dim * config.model.dense_units
+        flops = {"plain_vae": gradient_step, "warm_up": gradient_step,
+                 "assignment": gradient_step + 2 * config.model.discrete_size * (decoder_macs - first_dense)}
+        rate = matmul_gflops(tf.bfloat16 if precision == "bfloat16" else tf.float32)
         result = {
             "examples_per_second": medians,
+            "flops_per_example": flops,
+            "matmul_gflops": rate,
+            "ceiling_examples_per_second": {name: rate * 1e9 / f for name, f in flops.items()},
             "ratio_to_plain_vae": {name: medians[name] / medians["plain_vae"] for name in medians},
             "rounds": rates,
         }

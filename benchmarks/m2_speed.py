@@ -18,7 +18,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 from absl import app, flags, logging
@@ -28,6 +27,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tfssvae import data, models, training  # noqa: E402
+from benchmarks.ceiling import matmul_gflops  # noqa: E402
 
 flags.DEFINE_string("dataset", "idx:/usr/share/datasets/fashion-mnist", "Data source spec (MNIST format for the peer).")
 flags.DEFINE_string("peer", None, "Path of pyro_m2.py; the peer is skipped when not given.")
@@ -42,19 +42,6 @@ flags.DEFINE_integer("rounds", 3, "Rounds of (peer, then each precision); ratios
 FLAGS = flags.FLAGS
 
 HIDDEN, LATENT = 500, 50
-
-
-def matmul_gflops(dtype, size=2048, repeats=20):
-    """Measured rate of a [size, size] x [size, size] matmul in ``dtype``, GFLOP/s."""
-    a = tf.random.normal([size, size], dtype=tf.float32)
-    a = tf.cast(a, dtype)
-    product = tf.function(lambda a: tf.matmul(a, a))
-    product(a).numpy()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        out = product(a)
-    out.numpy()
-    return 2 * size ** 3 * repeats / (time.perf_counter() - start) / 1e9
 
 
 def flops_per_example(pixels, num_classes, unlabelled, labelled):
