@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from tfssvae import configs
+from tfssvae import data as data_lib
 from tfssvae import experiment
 from tfssvae import export as export_lib
+from tfssvae.data import sources as data_sources
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
@@ -116,3 +118,54 @@ def test_evaluate_refuses_a_directory_without_a_saved_model(tmp_path):
     completed = run_binary("binaries.evaluate", f"--saved_model={tmp_path}", "--dataset=digits")
     assert completed.returncode == 2, completed.stderr[-2000:]
     assert "holds no SavedModel" in completed.stderr and "Traceback" not in completed.stderr
+
+
+# --- flags and data ------------------------------------------------------------------------
+
+def write_idx(path, array):
+    """``array`` (uint8) as an idx file: two zero bytes, type 0x08, rank, big-endian dims, data."""
+    array = np.asarray(array, np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + array.tobytes())
+
+
+def test_an_out_of_range_idx_label_is_named_not_taken_for_more_classes(tmp_path):
+    labels = np.arange(40) % 10
+    labels[7] = 12
+    write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((40, 4, 4)))
+    write_idx(tmp_path / "train-labels-idx1-ubyte", labels)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((10, 4, 4)))
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.arange(10))
+    with pytest.raises(ValueError, match=r"label 12 at index 7 is outside the classes 0\.\.9 .*class 10, 11"):
+        data_lib.load_source(f"idx:{tmp_path}")
+    labels[7] = 9  # the same directory with the label fixed loads, with 10 classes
+    write_idx(tmp_path / "train-labels-idx1-ubyte", labels)
+    assert data_lib.load_source(f"idx:{tmp_path}").num_classes == 10
+
+
+def test_tfds_without_prepared_data_says_to_prepare_it(tmp_path, monkeypatch):
+    pytest.importorskip("tensorflow_datasets")
+    # As on a machine without internet (here even where there is one: no download in tests).
+    monkeypatch.setattr(data_sources, "_download_possible", lambda: False)
+    with pytest.raises(ValueError, match=r"'tfds:mnist': not prepared in .*cannot be downloaded.*data_dir"):
+        data_lib.load_source("tfds:mnist", data_dir=str(tmp_path))
+    with pytest.raises(ValueError, match=r"no dataset named 'no_such_dataset'"):
+        data_lib.load_source("tfds:no_such_dataset", data_dir=str(tmp_path))
+
+
+def test_negative_labelled_batch_size_other_than_auto_is_refused():
+    with pytest.raises(ValueError, match=r"labelled_batch_size: expected an integer >= -1, received -7"):
+        experiment.validate(tiny({"labelled_batch_size": -7}))
+    experiment.validate(tiny({"labelled_batch_size": -1}))  # -1 is the documented auto
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--config.labelled_batch_size=0", "labelled_batch_size: 0 would leave the 100 labels unused"),
+    ("--config.model.hidden_units=abc", "model.hidden_units: expected an integer in each entry"),
+])
+def test_the_train_binary_refuses_bad_flags_in_one_line(flag, message, tmp_path):
+    completed = run_binary("binaries.train", flag, f"--config.model_dir={tmp_path}", "--config.export=false")
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    assert f"tfssvae-train: error: {message}" in completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert not os.listdir(tmp_path)  # refused before anything was written

@@ -195,10 +195,52 @@ def _load_idx(spec, directory):
                 f"{images.shape[0]} images but {labels.shape[0]} labels.")
     train_images, train_labels = arrays["train_images"][1], arrays["train_labels"][1]
     test_images, test_labels = arrays["test_images"][1], arrays["test_labels"][1]
-    num_classes = int(max(train_labels.max(initial=0), test_labels.max(initial=0))) + 1
+    num_classes = _idx_num_classes(arrays["train_labels"][0], train_labels)
     return _validated_source(
         spec, _to_unit_float(train_images[..., np.newaxis]), train_labels,
         _to_unit_float(test_images[..., np.newaxis]), test_labels, num_classes)
+
+
+def _idx_num_classes(path, labels):
+    """The number of classes of an idx directory: 1 + the largest training label.
+
+    An idx file does not say how many classes there are; a label beyond classes that have no
+    training example (a 12 among the digits 0..9) is a corrupt label, not a 13-class problem,
+    and is refused, named by its value and index.
+    """
+    labels = np.asarray(labels)
+    if labels.size == 0:
+        raise ValueError(f"idx file {path!r} holds no training labels.")
+    if labels.min() < 0:
+        position = int(np.argmin(labels))
+        raise ValueError(f"idx file {path!r}: label {labels[position]} at index {position} is negative; "
+                         f"expected class ids 0..K-1.")
+    present = np.bincount(labels.astype(np.int64))
+    missing = np.flatnonzero(present[1:] == 0) + 1  # (a missing class 0 reads as 1-based labels)
+    if missing.size:
+        num_classes = int(missing[0])
+        position = int(np.flatnonzero(labels > num_classes)[0])
+        empty = ", ".join(str(c) for c in missing[:5]) + (", ..." if missing.size > 5 else "")
+        raise ValueError(
+            f"idx file {path!r}: label {labels[position]} at index {position} is outside the classes "
+            f"0..{num_classes - 1} that the other labels cover (no training example of class {empty}); "
+            f"expected class ids 0..K-1 with every class present.")
+    return len(present)
+
+
+# Where TFDS downloads most datasets from; probed so that an offline machine fails at once
+# (TFDS itself retries for minutes before it gives up).
+_DOWNLOAD_HOST = ("storage.googleapis.com", 443)
+
+
+def _download_possible(timeout=5.0):
+    import socket
+
+    try:
+        socket.create_connection(_DOWNLOAD_HOST, timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def _load_tfds(spec, name, data_dir):
@@ -209,10 +251,31 @@ def _load_tfds(spec, name, data_dir):
     count in the dataset metadata, which is missing under ``tfds.testing.mock_data``
     (TFDS then batches by ``sys.maxsize`` and the process aborts).
     """
-    import tensorflow_datasets as tfds  # slow import, so only when needed
+    try:
+        import tensorflow_datasets as tfds  # slow import, so only when needed
+    except ImportError as error:
+        raise ValueError(f"dataset {spec!r}: tensorflow_datasets cannot be imported ({error}); "
+                         f"reinstall tfssvae with its dependencies (pip install -e .)") from None
 
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise ValueError(f"dataset {spec!r}: TensorFlow Datasets has no dataset named {name!r} "
+                         f"(see https://www.tensorflow.org/datasets/catalog)") from None
+    where = data_dir or "the default TFDS directory (~/tensorflow_datasets)"
+    if not builder.is_prepared():
+        prepare = (f"prepare it on a machine with internet (tfds build {name} --data_dir=DIR), copy DIR "
+                   f"here and pass it as data_dir (--config.data_dir=DIR)")
+        if not _download_possible():
+            raise ValueError(f"dataset {spec!r}: not prepared in {where}, and it cannot be downloaded "
+                             f"({_DOWNLOAD_HOST[0]} is unreachable); {prepare}")
+        try:
+            builder.download_and_prepare()
+        except OSError as error:  # connection errors included
+            raise ValueError(f"dataset {spec!r}: not prepared in {where}, and the download failed "
+                             f"({str(error).splitlines()[0][:200]}); {prepare}") from None
     (train, test), info = tfds.load(name, split=["train", "test"], data_dir=data_dir,
-                                    as_supervised=True, with_info=True)
+                                    as_supervised=True, with_info=True, download=False)
     label_key = info.supervised_keys[1] if info.supervised_keys else "label"
     num_classes = info.features[label_key].num_classes
 
