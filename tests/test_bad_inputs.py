@@ -1,9 +1,11 @@
 """Bad inputs meet clear errors: SavedModel signatures (in a fresh process), flags and data,
 run directories and export."""
 import json
+import logging
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -15,7 +17,8 @@ from tfssvae import export as export_lib
 from tfssvae.data import sources as data_sources
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="",
+           PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
 TINY = {"dataset": "digits", "num_labels": 20, "epochs": 1, "batch_size": 50, "validation_size": 50,
         "model.hidden_units": (16,), "model.latent_dim": 3, "verbose": 0}
 
@@ -25,10 +28,15 @@ def tiny(changes):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def m2_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad_inputs")
     config = tiny({"model_dir": str(root / "model"), "export_dir": str(root / "exports")})
-    return experiment.run(config)["export_path"]
+    return config, experiment.run(config)
+
+
+@pytest.fixture(scope="module")
+def exported(m2_run):
+    return m2_run[1]["export_path"]
 
 
 # Each case: signature, its inputs (as Python literals built in the fresh process), and the
@@ -169,3 +177,135 @@ def test_the_train_binary_refuses_bad_flags_in_one_line(flag, message, tmp_path)
     assert f"tfssvae-train: error: {message}" in completed.stderr
     assert "Traceback" not in completed.stderr
     assert not os.listdir(tmp_path)  # refused before anything was written
+
+
+# --- run directories and export ---------------------------------------------------------------
+
+def test_a_rerun_with_other_settings_is_refused_before_anything_is_written(m2_run):
+    config, _ = m2_run
+    model_json = os.path.join(config.model_dir, "model.json")
+    before = (open(model_json).read(), os.stat(model_json).st_mtime_ns)
+    other = tiny({"model_dir": config.model_dir, "export_dir": config.export_dir, "num_labels": 30,
+                  "model.latent_dim": 4})
+    with pytest.raises(ValueError, match=r"holds a run with other settings \(model\.latent_dim: 3 there, 4 now; "
+                                         r"num_labels: 20 there, 30 now\)"):
+        experiment.run(other)
+    assert (open(model_json).read(), os.stat(model_json).st_mtime_ns) == before
+    assert sorted(os.listdir(os.path.join(config.export_dir, "m2"))) == ["1"]
+
+
+def test_an_unwritable_export_dir_is_refused_before_training(tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    config = tiny({"model_dir": str(tmp_path / "model"), "export_dir": str(tmp_path / "file" / "exports")})
+    with pytest.raises(ValueError, match=r"export_dir: .*file is not a directory"):
+        experiment.run(config)
+    assert not (tmp_path / "model").exists()
+    if os.geteuid() != 0:  # root writes anywhere
+        (tmp_path / "read_only").mkdir(mode=0o555)
+        config = tiny({"model_dir": str(tmp_path / "model"), "export_dir": str(tmp_path / "read_only")})
+        with pytest.raises(ValueError, match=r"export_dir: .*read_only is not writable"):
+            experiment.run(config)
+
+
+def test_metrics_are_written_before_the_export(tmp_path, monkeypatch):
+    def full_disk(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(export_lib, "export", full_disk)
+    config = tiny({"model_dir": str(tmp_path / "model"), "export_dir": str(tmp_path / "exports")})
+    with pytest.raises(OSError, match="No space left"):
+        experiment.run(config)
+    written = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    assert 0.0 <= written["test_error"] <= 1.0 and "export_path" not in written
+
+
+# A run slowed down (a sleep before every training call) so that a test can act while it trains.
+SLOW_RUN = r"""
+import json, sys, time
+from tfssvae import configs, experiment, training
+steps_of = training._multi_step
+def slowed(model, jit_compile):
+    steps = steps_of(model, jit_compile)
+    def call(iterator, num_steps):
+        time.sleep(0.05)
+        return steps(iterator, num_steps)
+    return call
+training._multi_step = slowed
+changes = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(sys.argv[1]).items()}
+experiment.run(configs.get("m2", changes))
+print("finished")
+"""
+
+# 1,297 training images, 20 labelled and 30 unlabelled a batch: 43 steps an epoch.
+STEPS_PER_EPOCH = 43
+
+
+def slow_run(changes):
+    return subprocess.Popen([sys.executable, "-c", SLOW_RUN, json.dumps({**TINY, **changes})],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
+
+
+def wait_for(condition, process, what, timeout=240):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            raise AssertionError(f"the run ended before {what}: {process.communicate()[1][-3000:]}")
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_a_killed_run_with_a_truncated_checkpoint_resumes_from_the_one_before(tmp_path, caplog):
+    import tensorflow as tf
+
+    changes = {"model_dir": str(tmp_path / "model"), "export": False, "epochs": 3, "checkpoint_every": 10,
+               "steps_per_call": 1}
+    checkpoints = str(tmp_path / "model" / "checkpoints")
+
+    def kept():
+        state = tf.train.get_checkpoint_state(checkpoints)
+        return list(state.all_model_checkpoint_paths) if state else []
+
+    process = slow_run(changes)
+    try:
+        wait_for(lambda: len(kept()) >= 2, process, "two checkpoints")
+        process.kill()  # SIGKILL: no cleanup of any kind
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    previous, latest = kept()[-2:]
+    assert int(latest.rsplit("-", 1)[1]) < 3 * STEPS_PER_EPOCH  # killed mid-run
+    data = latest + ".data-00000-of-00001"
+    with open(data, "r+b") as f:
+        f.truncate(os.path.getsize(data) // 2)
+
+    with caplog.at_level(logging.WARNING):
+        results = experiment.run(tiny(changes))
+    warnings = " ".join(record.getMessage() for record in caplog.records)
+    assert f"Checkpoint {latest} cannot be restored" in warnings
+    assert f"Resuming from {previous} instead of the damaged {latest}" in warnings
+    assert results["steps"] == 3 * STEPS_PER_EPOCH
+    assert json.loads((tmp_path / "model" / "metrics.json").read_text()) == results
+
+
+def test_a_second_run_on_a_busy_model_dir_is_refused_and_the_first_finishes(tmp_path):
+    changes = {"model_dir": str(tmp_path / "model"), "export_dir": str(tmp_path / "exports"), "epochs": 2}
+    lock = tmp_path / "model" / ".lock"
+    first = slow_run(changes)
+    try:
+        wait_for(lambda: lock.exists() and lock.read_text().strip() == str(first.pid) and
+                 (tmp_path / "model" / "model.json").exists(), first, "the first run to hold the lock")
+        model_json = (tmp_path / "model" / "model.json").read_text()
+        with pytest.raises(ValueError, match=rf"model_dir: .* is in use by another run \(process {first.pid} "):
+            experiment.run(tiny(changes))
+        assert (tmp_path / "model" / "model.json").read_text() == model_json
+        stdout, stderr = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0 and stdout.strip().endswith("finished"), stderr[-3000:]
+    metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    assert metrics["steps"] == 2 * STEPS_PER_EPOCH
+    assert os.listdir(tmp_path / "exports" / "m2") == ["1"]
+    # The lock went with the process: the same run again finds it finished.
+    assert experiment.run(tiny({**changes, "export": False}))["steps"] == 2 * STEPS_PER_EPOCH

@@ -8,6 +8,7 @@ run produces lands in its model directory (checkpoints, TensorBoard events,
 ``model.json``, ``metrics.json``) and, unless disabled, as a numbered SavedModel version
 under ``export_dir/<model>/``.
 """
+import contextlib
 import dataclasses
 import inspect
 import json
@@ -297,12 +298,93 @@ def _train_sprites(config, model, source, model_dir, train_config):
                                               verbose=bool(config.verbose))
 
 
+def _write_json(path, content):
+    """Writes ``content`` to ``path`` through a temporary file renamed into place (never half-written)."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(content, f, indent=2, default=str)
+    os.replace(path + ".tmp", path)
+
+
 def _write_model_json(model_dir, config, model):
     """What rebuilds the model (``config``: its constructor arguments) and the resolved run config."""
     resolved = {**config.to_dict(), "model_dir": model_dir}
-    with open(os.path.join(model_dir, "model.json"), "w") as f:
-        json.dump({"model": config.model.name, "config": model.get_config(), "run_config": resolved}, f, indent=2,
-                  default=str)
+    _write_json(os.path.join(model_dir, "model.json"),
+                {"model": config.model.name, "config": model.get_config(), "run_config": resolved})
+
+
+#: Run fields a rerun in the same model directory may change: they do not change what is
+#: trained (``epochs`` may grow to train longer; the run resumes where it stopped).
+RESUMABLE_FIELDS = ("epochs", "verbose", "export", "export_dir", "steps_per_call", "checkpoint_every",
+                    "jit_compile", "data_dir", "model_dir")
+
+
+def _flat(settings, prefix=""):
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def check_same_settings(model_dir, config):
+    """ValueError naming the settings that differ when ``model_dir`` holds a run made with other
+    settings than ``config`` (its ``model.json``); nothing is written.  Fields in
+    ``RESUMABLE_FIELDS`` may differ."""
+    path = os.path.join(model_dir, "model.json")
+    if not os.path.isfile(path):
+        return
+    try:
+        with open(path) as f:
+            previous = json.load(f).get("run_config")
+    except (OSError, ValueError) as error:
+        raise ValueError(f"model_dir: {path} cannot be read ({error}); remove {model_dir} or choose another "
+                         f"model_dir") from None
+    if previous is None:
+        return  # written before run configs were recorded
+    now = _flat(json.loads(json.dumps(config.to_dict(), default=str)))
+    before = _flat(previous)
+    differ = [key for key in sorted(set(now) | set(before))
+              if key not in RESUMABLE_FIELDS and now.get(key, "(absent)") != before.get(key, "(absent)")]
+    if differ:
+        listed = "; ".join(f"{key}: {before.get(key, '(absent)')!r} there, {now.get(key, '(absent)')!r} now"
+                           for key in differ)
+        raise ValueError(f"model_dir: {model_dir} holds a run with other settings ({listed}); rerun with its "
+                         f"settings to resume it, or choose another model_dir")
+
+
+@contextlib.contextmanager
+def locked(model_dir):
+    """Holds ``model_dir/.lock`` (``fcntl.flock``) for the run: a second run on the same directory is
+    refused with a ValueError.  The operating system releases the lock when the process ends,
+    killed or not, so a stale lock never blocks."""
+    os.makedirs(model_dir, exist_ok=True)
+    path = os.path.join(model_dir, ".lock")
+    handle = open(path, "a+")
+    try:
+        import fcntl  # POSIX; elsewhere runs are not locked
+
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            raise ValueError(f"model_dir: {model_dir} is in use by another run (process {holder} holds {path}); "
+                             f"wait for it to finish or choose another model_dir") from None
+    except ImportError:
+        pass
+    except BaseException:
+        handle.close()
+        raise
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
 
 
 def run(config):
@@ -332,6 +414,19 @@ def run(config):
 
 
 def _run(config, name, model_class):
+    model_dir = config.model_dir or default_model_dir(config)
+    export_base = os.path.join(config.export_dir, name)
+    # Before anything is loaded or written: another run's directory, and where results go.
+    check_same_settings(model_dir, config)
+    export_lib.check_writable(model_dir, "model_dir")
+    if config.export:
+        export_lib.check_writable(export_base, "export_dir")
+    with locked(model_dir):
+        check_same_settings(model_dir, config)  # again: a run may have started here meanwhile
+        return _run_locked(config, name, model_class, model_dir, export_base)
+
+
+def _run_locked(config, name, model_class, model_dir, export_base):
     if model_class is models.CascadeVAE:
         source = None
         model = build_model(config, sprites.IMAGE_SHAPE, len(sprites.SHAPE_NAMES), None)
@@ -342,8 +437,6 @@ def _run(config, name, model_class):
         num_examples = len(source.train_images) - _validation_size(config, source)
         model = build_model(config, source.image_shape, source.num_classes, num_examples)
         train = _train_semi_supervised if model.has_classifier else _train_grouped
-    model_dir = config.model_dir or default_model_dir(config)
-    os.makedirs(model_dir, exist_ok=True)
     _write_model_json(model_dir, config, model)
     train_config = training.TrainConfig(
         epochs=config.epochs, learning_rate=config.learning_rate, jit_compile=config.jit_compile,
@@ -361,12 +454,11 @@ def _run(config, name, model_class):
         "precision": config.precision,
         "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
     }
+    # The figures are kept first, so that a failed export loses none of them.
+    _write_json(os.path.join(model_dir, "metrics.json"), results)
     if config.export:
-        results["export_path"] = export_lib.export(
-            model, os.path.join(config.export_dir, name), metadata={"metrics": results}
-        )
-    with open(os.path.join(model_dir, "metrics.json"), "w") as f:
-        json.dump(results, f, indent=2)
+        results["export_path"] = export_lib.export(model, export_base, metadata={"metrics": results})
+        _write_json(os.path.join(model_dir, "metrics.json"), results)
     if config.verbose:
         shown = {k: v for k, v in results.items() if k not in ("model", "dataset", "export_path")}
         print(f"\n{name} on {config.dataset}: {json.dumps(shown)}")

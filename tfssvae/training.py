@@ -15,6 +15,7 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from tfssvae import fused, metrics
 
@@ -83,6 +84,31 @@ def _multi_step(model, jit_compile):
     return tf.function(steps, reduce_retracing=True)
 
 
+def restore_latest_intact(checkpoint, manager):
+    """Restores the newest of ``manager``'s checkpoints that reads back whole; returns its path
+    (None when there is none).
+
+    A checkpoint cut short (a full disk, a copy interrupted) is skipped with a warning naming
+    it, and the one before it is used; a ValueError when none of them can be read.
+    """
+    failures = []
+    for path in reversed(manager.checkpoints):
+        try:
+            checkpoint.restore(path).assert_existing_objects_matched()
+        except (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError) as error:  # IndexError: a short read
+            reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+            logging.warning("Checkpoint %s cannot be restored (%s); trying the one before it.", path, reason)
+            failures.append(f"{path} ({reason})")
+            continue
+        if failures:
+            logging.warning("Resuming from %s instead of the damaged %s.", path, failures[0].split(" (")[0])
+        return path
+    if failures:
+        raise ValueError(f"model_dir: no checkpoint in {manager.directory} can be restored: {'; '.join(failures)}; "
+                         f"remove them (or the whole directory) to start over")
+    return None
+
+
 def train(model, batches, model_dir, config, validation=None):
     """Trains ``model`` (a ``GenerativeModel``), resuming from ``model_dir`` if it holds a checkpoint.
 
@@ -122,10 +148,9 @@ def train(model, batches, model_dir, config, validation=None):
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(model_dir, "checkpoints"), max_to_keep=2)
     best = tf.train.Checkpoint(model=model)
     best_manager = tf.train.CheckpointManager(best, os.path.join(model_dir, "best"), max_to_keep=1)
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        if config.verbose:
-            print(f"Resuming from {manager.latest_checkpoint} at step {int(step.numpy())}.")
+    resumed = restore_latest_intact(checkpoint, manager)
+    if resumed and config.verbose:
+        print(f"Resuming from {resumed} at step {int(step.numpy())}.")
 
     steps_per_epoch = batches.steps_per_epoch
     total_steps = config.epochs * steps_per_epoch
