@@ -309,3 +309,15 @@ def test_a_second_run_on_a_busy_model_dir_is_refused_and_the_first_finishes(tmp_
     assert os.listdir(tmp_path / "exports" / "m2") == ["1"]
     # The lock went with the process: the same run again finds it finished.
     assert experiment.run(tiny({**changes, "export": False}))["steps"] == 2 * STEPS_PER_EPOCH
+
+
+def test_an_export_skips_a_version_another_export_is_writing(m2_run, tmp_path):
+    config, _ = m2_run
+    model = experiment.build_model(config, (8, 8, 1), 10, num_examples=1)
+    base = tmp_path / "exports"
+    base.mkdir()
+    (base / ".claim-1").mkdir()  # another process is writing version 1 right now
+    assert export_lib.export(model, str(base)) == str(base / "2")
+    assert sorted(os.listdir(base)) == [".claim-1", "2"]  # its own claim is gone, the other's kept
+    with pytest.raises(ValueError, match="already exists"):
+        export_lib.export(model, str(base), version=1)
