@@ -321,3 +321,20 @@ def test_an_export_skips_a_version_another_export_is_writing(m2_run, tmp_path):
     assert sorted(os.listdir(base)) == [".claim-1", "2"]  # its own claim is gone, the other's kept
     with pytest.raises(ValueError, match="already exists"):
         export_lib.export(model, str(base), version=1)
+
+
+def test_export_of_a_run_skips_a_damaged_checkpoint(m2_run, tmp_path):
+    import shutil
+
+    import tensorflow as tf
+
+    config, _ = m2_run
+    model_dir = tmp_path / "model"
+    shutil.copytree(config.model_dir, model_dir)
+    for directory in ("best", "checkpoints"):
+        for path in tf.train.get_checkpoint_state(str(model_dir / directory)).all_model_checkpoint_paths:
+            data = path + ".data-00000-of-00001"
+            with open(data, "r+b") as f:
+                f.truncate(os.path.getsize(data) // 2)
+    with pytest.raises(ValueError, match=r"no checkpoint in .* can be restored \(damaged: .*best/ckpt-"):
+        export_lib.restore_run(str(model_dir))

@@ -30,6 +30,7 @@ import shutil
 import tempfile
 
 import tensorflow as tf
+from absl import logging
 
 from tfssvae import models
 
@@ -266,12 +267,22 @@ def restore_run(model_dir):
     model = models.model_class(run["model"])(**run["config"])
     model.build_variables()
     # M1+M2 keeps its final checkpoints under m2/ (the M1 stage's are under m1/).
+    damaged = []
     for directory in (os.path.join(model_dir, "m2", "best"), os.path.join(model_dir, "best"),
                       os.path.join(model_dir, "m2", "checkpoints"), os.path.join(model_dir, "checkpoints")):
-        latest = tf.train.latest_checkpoint(directory)
-        if latest:
-            tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
+        state = tf.train.get_checkpoint_state(directory)
+        for path in reversed(list(state.all_model_checkpoint_paths) if state else []):
+            try:
+                tf.train.Checkpoint(model=model).restore(path).expect_partial().assert_existing_objects_matched()
+            except (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError) as error:
+                # A damaged checkpoint (cut short): say so and try the one before it.
+                logging.warning("Checkpoint %s cannot be restored (%s); trying the one before it.", path,
+                                str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__)
+                damaged.append(path)
+                continue
             return run["model"], model
+    if damaged:
+        raise ValueError(f"model_dir: no checkpoint in {model_dir} can be restored (damaged: {', '.join(damaged)})")
     raise ValueError(f"model_dir: no checkpoint found in {model_dir}")
 
 
