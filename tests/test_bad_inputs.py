@@ -338,3 +338,18 @@ def test_export_of_a_run_skips_a_damaged_checkpoint(m2_run, tmp_path):
                 f.truncate(os.path.getsize(data) // 2)
     with pytest.raises(ValueError, match=r"no checkpoint in .* can be restored \(damaged: .*best/ckpt-"):
         export_lib.restore_run(str(model_dir))
+
+
+def test_eager_serving_methods_refuse_non_finite_inputs():
+    from tfssvae import models
+
+    model = models.M2((8, 8, 1), 10, latent_dim=3, hidden_units=(8,), num_examples=100, num_labelled=20)
+    images = np.full((2, 8, 8, 1), 0.5, np.float32)
+    images[1, 0, 0, 0] = np.inf
+    with pytest.raises(ValueError, match=r"images: expected finite values, received 1 NaN or infinite values"):
+        model.classify(images)
+    latent = np.zeros((2, 3), np.float32)
+    latent[:, 1] = np.nan
+    with pytest.raises(ValueError, match=r"latent: expected finite values, received 2 NaN"):
+        model.generate(np.array([0, 1]), latent)
+    assert model.classify(np.full((2, 8, 8, 1), 0.5, np.float32))["class"].shape == (2,)

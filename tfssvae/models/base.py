@@ -17,9 +17,10 @@ tfd = tfp.distributions
 
 
 def as_input(x, expected_shape, name="images"):
-    """``x`` as a float32 tensor, checked to be ``[batch, *expected_shape]``; ValueError otherwise.
+    """``x`` as a float32 tensor, checked to be ``[batch, *expected_shape]`` (and finite, when
+    called eagerly); ValueError otherwise.
 
-    The check reads the static shape, known while a ``tf.function`` is traced, so it
+    The shape check reads the static shape, known while a ``tf.function`` is traced, so it
     costs nothing per step and fires before TensorFlow reports a matmul mismatch.
     """
     x = tf.convert_to_tensor(x, tf.float32)
@@ -30,6 +31,10 @@ def as_input(x, expected_shape, name="images"):
         raise ValueError(f"{name}: expected rank {len(expected) + 1} {described}, received shape {shape}")
     if any(got is not None and got != want for got, want in zip(shape[1:], expected)):
         raise ValueError(f"{name}: expected shape {described}, received {shape}")
+    if tf.executing_eagerly() and not bool(tf.reduce_all(tf.math.is_finite(x))):
+        # Eager calls only (a traced step would pay for it every step; serving graphs check it).
+        bad = int(tf.reduce_sum(tf.cast(tf.logical_not(tf.math.is_finite(x)), tf.int32)))
+        raise ValueError(f"{name}: expected finite values, received {bad} NaN or infinite values")
     return x
 
 
