@@ -19,7 +19,7 @@ def main(argv):
 
     try:
         path = export.export_run(FLAGS.model_dir, FLAGS.export_dir)
-    except ValueError as error:
+    except (ValueError, OSError) as error:
         print(f"tfssvae-export: error: {error}", file=sys.stderr)
         sys.exit(2)
     print(f"SavedModel: {path}")

@@ -97,8 +97,9 @@ def main(argv):
 
     try:
         experiment.run(_CONFIG.value)
-    except ValueError as error:
-        # Bad settings or bad data: say what is wrong, without a traceback.
+    except (ValueError, OSError) as error:
+        # Bad settings or bad data, or a directory that cannot be written (a read-only file
+        # system passes the writability check for root): say what is wrong, without a traceback.
         fail(error)
 
 
