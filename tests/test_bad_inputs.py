@@ -353,3 +353,11 @@ def test_eager_serving_methods_refuse_non_finite_inputs():
     with pytest.raises(ValueError, match=r"latent: expected finite values, received 2 NaN"):
         model.generate(np.array([0, 1]), latent)
     assert model.classify(np.full((2, 8, 8, 1), 0.5, np.float32))["class"].shape == (2,)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc, where nothing can be created")
+def test_a_model_dir_that_cannot_be_created_is_one_line_from_the_binary():
+    completed = run_binary("binaries.train", "--config.model_dir=/proc/tfssvae_test", "--config.export=false")
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    assert "tfssvae-train: error: model_dir: /proc/tfssvae_test/.lock cannot be written" in completed.stderr
+    assert "Traceback" not in completed.stderr

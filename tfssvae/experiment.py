@@ -359,9 +359,12 @@ def locked(model_dir):
     """Holds ``model_dir/.lock`` (``fcntl.flock``) for the run: a second run on the same directory is
     refused with a ValueError.  The operating system releases the lock when the process ends,
     killed or not, so a stale lock never blocks."""
-    os.makedirs(model_dir, exist_ok=True)
     path = os.path.join(model_dir, ".lock")
-    handle = open(path, "a+")
+    try:
+        os.makedirs(model_dir, exist_ok=True)
+        handle = open(path, "a+")
+    except OSError as error:  # e.g. a read-only file system, where root passes the access check
+        raise ValueError(f"model_dir: {path} cannot be written ({error.strerror or error})") from None
     try:
         import fcntl  # POSIX; elsewhere runs are not locked
 
