@@ -10,19 +10,18 @@ setuptools.setup(
     ),
     packages=setuptools.find_packages(include=["tfssvae", "tfssvae.*", "binaries"]),
     python_requires=">=3.10",
-    # Lowest versions are the ones tested (TF 2.18.1, tf-keras 2.18, TFP 0.25, Keras 3.12,
-    # TFDS 4.9.7); no upper pins on TensorFlow/Keras, so current releases install (a dry-run
-    # resolution picks TF 2.21, tf-keras 2.21, Keras 3.15, TFDS 4.9.10 with TFP 0.25, the
-    # newest TFP; that combination is not tested here).  TFP needs tf-keras installed to
+    # TF 2.18 with its matching TFP (0.25), tf-keras and Keras 3.6-3.12, the versions this
+    # code is tested with.  Current releases (TF 2.21, Keras 3.15) are not tested with it
+    # yet, so they are not allowed in (issue 11 keeps that open).  TFP needs tf-keras to
     # import even though every model here is Keras 3.  tensorflow-metadata 1.18+ is built
     # for protobuf 6, which TF 2.18 does not allow, so it is held back.
     install_requires=[
-        "tensorflow>=2.18",
-        "tf-keras>=2.18",
-        "tensorflow-probability[tf]>=0.25.0",
-        "keras>=3.6,<4",
+        "tensorflow>=2.18,<2.19",
+        "tf-keras>=2.18,<2.19",
+        "tensorflow-probability[tf]==0.25.0",
+        "keras>=3.6,<3.13",
         "tensorboard>=2.18",  # TensorBoard to read the events every run writes
-        "tensorflow-datasets>=4.9.7",
+        "tensorflow-datasets==4.9.7",
         "tensorflow-metadata<1.18",
         # TFDS reads through etils.epath, which imports importlib_resources without
         # declaring it ("tfds:" sources fail to import without it); sprites use epath too.
