@@ -14,6 +14,7 @@ flags.DEFINE_string("output_dir", "figures", "Where the PNGs go.")
 flags.DEFINE_integer("num_styles", 8, "Rows of the class/style grid.")
 flags.DEFINE_integer("num_analogies", 8, "Test images in the analogy grid.")
 flags.DEFINE_integer("seed", 0, "Seed of the styles drawn from the prior.")
+flags.DEFINE_integer("class_effect_images", 1000, "Test images for the class-effect numbers printed with the analogies.")
 flags.mark_flag_as_required("saved_model")
 FLAGS = flags.FLAGS
 
@@ -48,9 +49,20 @@ def main(argv):
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     grid = figures.class_style_grid(generate, num_classes, latent_dim, FLAGS.num_styles, FLAGS.seed)
     print(figures.save_png(os.path.join(FLAGS.output_dir, "class_style.png"), figures.tile(grid)))
-    images = data_lib.load_source(FLAGS.dataset, FLAGS.data_dir).test_images[:FLAGS.num_analogies]
+    test_images = data_lib.load_source(FLAGS.dataset, FLAGS.data_dir).test_images
+    images = test_images[:FLAGS.num_analogies]
     grid = figures.analogies(encode, generate, images, num_classes)
     print(figures.save_png(os.path.join(FLAGS.output_dir, "analogies.png"), figures.tile(grid)))
+
+    def encode_with_class(images):
+        out = loaded.signatures["encode"](images=tf.constant(images))
+        return out["mean"].numpy(), out["class"].numpy()
+
+    test_images = test_images[:FLAGS.class_effect_images]
+    effect = figures.class_effect(encode_with_class, generate, test_images, num_classes)
+    print(f"class effect on {len(test_images)} test images: log p(x | its class, z) is {effect['gap_nats']:.2f} "
+          f"nats above the other classes' mean; its class renders it best for "
+          f"{100 * effect['own_class_best']:.1f} % of them")
 
 
 def run():

@@ -55,6 +55,32 @@ def analogies(encode, generate, images, num_classes):
     return np.concatenate([images[:, None], swapped], axis=1)
 
 
+def class_effect(encode, generate, images, num_classes):
+    """How much a decoder's image depends on its class: the analogies' numbers.
+
+    Each image's style z (``encode(images)`` -> ``(z [n, d], class int [n])``, the class
+    the style was inferred with) is rendered as every class (``generate``: pixel means in
+    [0, 1]), and the image's Bernoulli log-likelihood under each rendering is compared.
+
+    Returns:
+      dict: ``gap_nats``, the mean over images of log p(x | its class, z) minus the mean
+      of log p(x | k, z) over the other classes k (0 when the decoder ignores the class);
+      ``own_class_best``, the fraction of images whose own class gives the highest likelihood.
+    """
+    images = np.asarray(images, np.float32)
+    style, own = encode(images)
+    labels = np.tile(np.arange(num_classes, dtype=np.int32), len(images))
+    means = np.asarray(generate(labels, np.repeat(np.asarray(style), num_classes, axis=0)), np.float64)
+    means = np.clip(means.reshape(len(images), num_classes, -1), 1e-6, 1 - 1e-6)
+    x = images.reshape(len(images), 1, -1)
+    log_likelihood = np.sum(x * np.log(means) + (1 - x) * np.log1p(-means), axis=-1)  # [n, K]
+    own = np.asarray(own).astype(int)
+    mine = log_likelihood[np.arange(len(images)), own]
+    others = (log_likelihood.sum(axis=1) - mine) / (num_classes - 1)
+    return {"gap_nats": float(np.mean(mine - others)),
+            "own_class_best": float(np.mean(log_likelihood.argmax(axis=1) == own))}
+
+
 def swap_grid(encode, generate, images):
     """Content from the row's image, style from the column's (ML-VAE).
 
