@@ -7,7 +7,8 @@ import sys
 
 from absl import app, flags, logging
 
-flags.DEFINE_string("saved_model", None, "A SavedModel with 'encode' and 'generate' signatures (M2, ssdgm).")
+flags.DEFINE_string("saved_model", None, "A SavedModel with 'encode' and 'generate' signatures (M2, ssdgm; "
+                    "CascadeVAE: traversals only).")
 flags.DEFINE_string("dataset", "digits", "Source of the real images used for analogies.")
 flags.DEFINE_string("data_dir", None, "TFDS data directory for 'tfds:' sources.")
 flags.DEFINE_string("output_dir", "figures", "Where the PNGs go.")
@@ -33,6 +34,17 @@ def main(argv):
         print(f"tfssvae-figures: error: {error}", file=sys.stderr)
         sys.exit(2)
     loaded = tf.saved_model.load(FLAGS.saved_model)
+    if "d" in signature:  # CascadeVAE: traversals of every continuous dimension, a row block per d
+        latent_dim = signature["latent"]["shape"][-1]
+        discrete_size = export.serving_inputs(FLAGS.saved_model)["generate"]["d"]["range"][1]
+
+        def generate_cascade(latent, d):
+            return loaded.signatures["generate"](latent=tf.constant(latent), d=tf.constant(d))["images"].numpy()
+
+        os.makedirs(FLAGS.output_dir, exist_ok=True)
+        grid = figures.traversal(generate_cascade, latent_dim, discrete_size)
+        print(figures.save_png(os.path.join(FLAGS.output_dir, "traversal.png"), figures.tile(grid)))
+        return
     if "labels" not in signature:
         print("tfssvae-figures: error: the model's generate signature takes no class labels; "
               "class/style figures need a model with a class (m2, m1m2, ssdgm_*)", file=sys.stderr)

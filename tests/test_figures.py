@@ -42,3 +42,19 @@ def test_a_decoder_that_draws_the_class_prototype_has_a_large_effect():
     assert effect["gap_nats"] > 10.0
     wrong = figures.class_effect(lambda x: (np.zeros((len(x), 2)), (classes + 1) % K), generate, images, K)
     assert wrong["own_class_best"] == 0.0 and wrong["gap_nats"] < 0
+
+
+def test_traversal_sweeps_one_dimension_per_row_for_each_code():
+    latent_dim, discrete_size, values = 3, 2, np.array([-1.0, 0.0, 2.0])
+
+    def generate(latent, d):  # an "image" that shows its inputs: 3 latent pixels, then d
+        return np.concatenate([latent, d[:, None].astype(np.float32)], axis=1).reshape(-1, 1, 4, 1)
+
+    grid = figures.traversal(generate, latent_dim, discrete_size, values)
+    assert grid.shape == (discrete_size * latent_dim, len(values), 1, 4, 1)
+    for row in range(discrete_size * latent_dim):
+        d, dim = divmod(row, latent_dim)
+        pixels = grid[row, :, 0, :, 0]  # [values, 4]
+        np.testing.assert_array_equal(pixels[:, dim], values)  # the swept dimension
+        np.testing.assert_array_equal(np.delete(pixels[:, :latent_dim], dim, axis=1), 0.0)  # the others at 0
+        np.testing.assert_array_equal(pixels[:, latent_dim], d)

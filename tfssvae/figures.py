@@ -108,3 +108,19 @@ def interpolation(encode, generate, first, second, steps=8):
     rows = [generate(moving_content, np.repeat(style[:1], steps, axis=0)),
             generate(np.repeat(content[:1], steps, axis=0), moving_style)]
     return np.stack([np.asarray(r) for r in rows])
+
+
+def traversal(generate, latent_dim, discrete_size, values=np.linspace(-2.0, 2.0, 9)):
+    """CascadeVAE traversals: one row per (value of d, continuous dimension i), z_i swept
+    over ``values`` with the other dimensions at the prior mean 0.
+
+    ``generate(latent [n, latent_dim], d int [n])`` returns pixel means.  Returns
+    ``[discrete_size * latent_dim, len(values), H, W, C]``, rows d-major.
+    """
+    values = np.asarray(values, np.float32)
+    latent = np.zeros((discrete_size, latent_dim, len(values), latent_dim), np.float32)
+    for i in range(latent_dim):
+        latent[:, i, :, i] = values
+    d = np.repeat(np.arange(discrete_size, dtype=np.int32), latent_dim * len(values))
+    images = np.asarray(generate(latent.reshape(-1, latent_dim), d))
+    return images.reshape(discrete_size * latent_dim, len(values), *images.shape[1:])
