@@ -10,18 +10,19 @@ setuptools.setup(
     ),
     packages=setuptools.find_packages(include=["tfssvae", "tfssvae.*", "binaries"]),
     python_requires=">=3.10",
-    # TF 2.18 with its matching TFP (0.25), tf-keras and Keras 3.6-3.12, the versions this
-    # code is tested with.  Current releases (TF 2.21, Keras 3.15) are not tested with it
-    # yet, so they are not allowed in (issue 11 keeps that open).  TFP needs tf-keras to
-    # import even though every model here is Keras 3.  tensorflow-metadata 1.18+ is built
-    # for protobuf 6, which TF 2.18 does not allow, so it is held back.
+    # Tested: TF 2.18.1 with Keras 3.12, tf-keras 2.18 and TFDS 4.9.7 (this machine, CI);
+    # and TF 2.21.0 with Keras 3.15.1, tf-keras 2.21, TFDS 4.9.10 and protobuf 7 (a fresh
+    # venv, the whole suite passing); TFP 0.25.0 with both.  The upper bounds stop at the
+    # newest tested releases.  TFP needs tf-keras to import even though every model here is
+    # Keras 3.  tensorflow-metadata 1.18+ is built for protobuf 6, which TF 2.18 does not
+    # allow, so it is held back.
     install_requires=[
-        "tensorflow>=2.18,<2.19",
-        "tf-keras>=2.18,<2.19",
+        "tensorflow>=2.18,<2.22",
+        "tf-keras>=2.18,<2.22",
         "tensorflow-probability[tf]==0.25.0",
-        "keras>=3.6,<3.13",
+        "keras>=3.6,<3.16",
         "tensorboard>=2.18",  # TensorBoard to read the events every run writes
-        "tensorflow-datasets==4.9.7",
+        "tensorflow-datasets>=4.9.7,<4.10",
         "tensorflow-metadata<1.18",
         # TFDS reads through etils.epath, which imports importlib_resources without
         # declaring it ("tfds:" sources fail to import without it); sprites use epath too.
