@@ -36,7 +36,7 @@ def main(argv):
     loaded = tf.saved_model.load(FLAGS.saved_model)
     if "d" in signature:  # CascadeVAE: traversals of every continuous dimension, a row block per d
         latent_dim = signature["latent"]["shape"][-1]
-        discrete_size = export.serving_inputs(FLAGS.saved_model)["generate"]["d"]["range"][1]
+        discrete_size = signature["d"]["range"][1]
 
         def generate_cascade(latent, d):
             return loaded.signatures["generate"](latent=tf.constant(latent), d=tf.constant(d))["images"].numpy()
