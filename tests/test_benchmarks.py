@@ -33,3 +33,19 @@ def test_digits_written_as_idx_load_back_as_the_same_data(tmp_path):
     # Pixels are stored as uint8, so they come back within half a grey level.
     np.testing.assert_allclose(again.train_images, source.train_images, atol=0.5 / 255 + 1e-7)
     np.testing.assert_allclose(again.test_images, source.test_images, atol=0.5 / 255 + 1e-7)
+
+
+def test_zero_speed_rounds_is_a_clear_error():
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "m2_speed.py"), "--rounds=0"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode != 0
+    assert "--rounds: expected at least 1, received 0" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_m1_features_refuses_a_directory_without_a_run(tmp_path):
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "m1_features.py"),
+                          f"--model_dir={tmp_path}"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode != 0
+    assert f"--model_dir: {tmp_path} has no model.json" in out.stderr
+    assert "Traceback" not in out.stderr
