@@ -6,6 +6,8 @@ r"""Evaluates a trained model.
   python -m binaries.evaluate --model_dir=runs/mlvae_digits_100labels_seed0 --dataset=digits --output_dir=figures
   # CascadeVAE: FactorVAE score, MIG, shape accuracy of d
   python -m binaries.evaluate --model_dir=runs/cascade_vae_sprites_100labels_seed0 --dataset=sprites
+  # ... and the same at every checkpoint the run kept: learning_curve.json and .png
+  python -m binaries.evaluate --model_dir=DIR --dataset=sprites --learning_curve
 """
 import json
 import os
@@ -26,6 +28,9 @@ flags.DEFINE_integer("eval_samples", None, "cascade_vae: examples for MIG, shape
 flags.DEFINE_list("factor_vae_votes", None, "cascade_vae: FactorVAE training and evaluation votes.")
 flags.DEFINE_integer("factor_vae_samples_per_value", None,
                      "cascade_vae: images per (factor, value) that FactorVAE votes draw from; 0: fresh images.")
+flags.DEFINE_bool("learning_curve", False,
+                  "cascade_vae: evaluate every checkpoint the run kept (keep_checkpoints=0 keeps them all) and "
+                  "write learning_curve.json and learning_curve.png to --output_dir.")
 FLAGS = flags.FLAGS
 
 
@@ -80,12 +85,46 @@ def cascade_settings():
     return settings
 
 
+def cascade_learning_curve(model, settings):
+    """The metric suite at every kept checkpoint of a CascadeVAE run, as JSON and a PNG."""
+    import tensorflow as tf
+    from tfssvae import evaluation, figures
+
+    state = tf.train.get_checkpoint_state(os.path.join(FLAGS.model_dir, "checkpoints"))
+    paths = list(state.all_model_checkpoint_paths) if state else []
+    if not paths:
+        fail(f"{FLAGS.model_dir}/checkpoints holds no checkpoint")
+    points = []
+    for i, path in enumerate(paths):
+        tf.train.Checkpoint(model=model).restore(path).expect_partial().assert_existing_objects_matched()
+        step = int(path.rsplit("-", 1)[-1])
+        report = evaluation.cascade_report(model, FLAGS.seed, settings["eval_samples"], settings["factor_vae_votes"],
+                                           settings["factor_vae_samples_per_value"])
+        points.append({"step": step, **report})
+        print(f"checkpoint {i + 1}/{len(paths)}, step {step}: FactorVAE {report['factor_vae_score']:.3f}, "
+              f"MIG {report['mig']:.3f}, shape accuracy {report['shape_accuracy']:.3f}", file=sys.stderr)
+    output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, "figures")
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "learning_curve.json"), "w") as f:
+        json.dump(points, f, indent=2)
+    chart = figures.line_chart(
+        os.path.join(output_dir, "learning_curve.png"), [p["step"] for p in points],
+        {"FactorVAE score": [p["factor_vae_score"] for p in points], "MIG": [p["mig"] for p in points],
+         "shape accuracy of d": [p["shape_accuracy"] for p in points]},
+        title=f"CascadeVAE {os.path.basename(os.path.normpath(FLAGS.model_dir))}: metrics against iterations")
+    return {"model_dir": FLAGS.model_dir, "model": "cascade_vae", "learning_curve": points, "figure": chart}
+
+
 def evaluate_run(source):
     from tfssvae import evaluation, export, figures, metrics, models
 
     name, model = export.restore_run(FLAGS.model_dir)
+    if FLAGS.learning_curve and not isinstance(model, models.CascadeVAE):
+        fail(f"--learning_curve is for cascade_vae runs; {FLAGS.model_dir} holds a {name} model")
     if isinstance(model, models.CascadeVAE):
         settings = cascade_settings()
+        if FLAGS.learning_curve:
+            return cascade_learning_curve(model, settings)
         return {"model_dir": FLAGS.model_dir, "model": name, **evaluation.cascade_report(
             model, FLAGS.seed, settings["eval_samples"], settings["factor_vae_votes"],
             settings["factor_vae_samples_per_value"], verbose=True)}

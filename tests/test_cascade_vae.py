@@ -186,6 +186,37 @@ def test_encode_picks_the_cheapest_code():
     assert model.generate(code["mean"], tf.cast(code["d"], tf.int32))["images"].shape == (6, 64, 64, 1)
 
 
+def test_without_the_assignment_d_is_always_zero():
+    """The ablation assign_start=None: the loss is the decoder's at the zero code, encode gives d = 0."""
+    model = FixedNoise(sprites.IMAGE_SHAPE, 3, relieve_at=[0, 0, 0], assign_start=None, **SMALL)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.build_variables()
+    x = sprite_batch(8)["x"]
+    model.noise = np.random.default_rng(0).normal(size=(8, 6)).astype("float32")
+    losses, _ = model.compute_losses({"x": x}, training=True)
+    q = model.posterior_z(model.encoder(x))
+    z = q.mean() + q.stddev() * model.noise
+    expected = -model.likelihood(model.decode_logits(z, tf.zeros([8, 3]))).log_prob(x).numpy().mean()
+    # The same ops on the same inputs: equal up to float32 summation order.
+    assert float(losses["reconstruction"]) == pytest.approx(expected, rel=1e-6)
+    # ... and not the best code's cost, which a trained d would give.
+    assert float(tf.reduce_mean(tf.reduce_min(model.unaries(x, z), axis=1))) < expected - 1e-3
+    np.testing.assert_array_equal(model.encode(x)["d"], np.zeros(8))
+
+
+@pytest.mark.parametrize("variant", ["cpu", "cpu_no_cascade", "cpu_no_assignment"])
+def test_the_cpu_variants_fit_their_budget(variant):
+    config = configs.get(f"cascade_vae:{variant}")
+    experiment.validate(config)
+    assert config.time_limit_minutes == 45.0 and config.keep_checkpoints == 0
+    model = small_model(**{k: v for k, v in config.model.to_dict().items() if k in ("relieve_at", "assign_start",
+                                                                                     "relieve_every")})
+    weights, relieved = model.kl_weights(tf.constant(0, tf.int64))
+    # At iteration 0 the cascade relieves one dimension; the beta-VAE ablation all six.
+    assert int(relieved) == (6 if variant == "cpu_no_cascade" else 1)
+    assert (model.get_config()["assign_start"] is None) == (variant == "cpu_no_assignment")
+
+
 @pytest.mark.parametrize("options, match", [
     (dict(latent_dim=2, relieve_at=[1, 2, 3]), "relieve_at"), (dict(discrete_size=1), "discrete_size"),
     (dict(solver="simplex"), "solver"), (dict(relieve_at=[5, 2]), "non-decreasing"), (dict(beta_h=-1.0), "beta_h"),
@@ -256,7 +287,7 @@ def test_the_assignment_works_with_batches_split_across_replicas():
 
 def test_cascade_runs_end_to_end(tmp_path):
     results = experiment.run(configs.get("cascade_vae", {
-        "dataset": "sprites", "epochs": 1, "steps_per_epoch": 3, "batch_size": 8, "model.relieve_at": (0, 1, 2),
+        "dataset": "sprites", "epochs": 2, "steps_per_epoch": 3, "keep_checkpoints": 0, "batch_size": 8, "model.relieve_at": (0, 1, 2),
         "model.assign_start": 2, "eval_samples": 64, "factor_vae_votes": (10, 5), "factor_vae_samples_per_value": 64, "model_dir": str(tmp_path / "m"),
         "export_dir": str(tmp_path / "x"), "verbose": 0}))
     for key in ("factor_vae_score", "mig", "shape_accuracy"):
@@ -274,3 +305,16 @@ def test_cascade_runs_end_to_end(tmp_path):
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     report = json.loads(evaluated.stdout[evaluated.stdout.index("{"):])
     assert report["model"] == "cascade_vae" and 0.0 <= report["shape_accuracy"] <= 1.0
+
+    curve = subprocess.run(
+        [sys.executable, "-m", "binaries.evaluate", f"--model_dir={tmp_path / 'm'}", "--dataset=sprites",
+         "--eval_samples=64", "--factor_vae_votes=10,5", "--learning_curve", f"--output_dir={tmp_path / 'f'}"],
+        capture_output=True, text=True, env=env, timeout=300,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert curve.returncode == 0, curve.stderr[-3000:]
+    points = json.loads((tmp_path / "f" / "learning_curve.json").read_text())
+    assert [p["step"] for p in points] == [3, 6]  # every epoch's checkpoint (keep_checkpoints=0)
+    # The last point is the final weights: the same metrics as the plain evaluation, same seed.
+    for key in ("factor_vae_score", "mig", "shape_accuracy"):
+        assert points[-1][key] == pytest.approx(report[key], abs=1e-6)
+    assert (tmp_path / "f" / "learning_curve.png").stat().st_size > 1000

@@ -1,5 +1,7 @@
-"""figures.class_effect measures how much a decoder's image depends on the class."""
+"""Figures: figures.class_effect measures how much a decoder's image depends on the class; line charts."""
 import numpy as np
+import pytest
+from PIL import Image
 
 from tfssvae import figures
 
@@ -58,3 +60,19 @@ def test_traversal_sweeps_one_dimension_per_row_for_each_code():
         np.testing.assert_array_equal(pixels[:, dim], values)  # the swept dimension
         np.testing.assert_array_equal(np.delete(pixels[:, :latent_dim], dim, axis=1), 0.0)  # the others at 0
         np.testing.assert_array_equal(pixels[:, latent_dim], d)
+
+
+def test_line_chart_draws_each_series_where_its_values_are(tmp_path):
+    path = figures.line_chart(str(tmp_path / "c.png"), [0, 10, 20], {"low": [0.25] * 3, "high": [0.75] * 3},
+                              title="t", size=(400, 300))
+    pixels = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    assert pixels.shape == (300, 400, 3)
+
+    def rows_of(colour):
+        return np.flatnonzero((np.abs(pixels - colour).sum(axis=-1) == 0).any(axis=1))
+
+    # Plot area rows 30..260: value v sits at row 260 - v * 230 (the legend sits near the top).
+    low, high = rows_of(figures.COLOURS[0]), rows_of(figures.COLOURS[1])
+    assert abs(np.median(low) - (260 - 0.25 * 230)) <= 4 and abs(np.median(high) - (260 - 0.75 * 230)) <= 4
+    with pytest.raises(ValueError, match="2 values for 3 steps"):
+        figures.line_chart(str(tmp_path / "d.png"), [0, 1, 2], {"a": [0.1, 0.2]})

@@ -112,6 +112,31 @@ def test_a_killed_run_resumes_mid_epoch(tmp_path, monkeypatch, capsys):
     assert summary["steps"] == 2 * data_lib.steps_per_epoch(40, 10, 4)
 
 
+def test_a_time_limit_stops_with_a_checkpoint_and_a_rerun_finishes(tmp_path, capsys):
+    images, labels, labelled = tiny_problem()
+    # A limit far below one call's time: the loop stops after its first call (one step).
+    one_step = training.TrainConfig(**{**CONFIG.__dict__, "time_limit_minutes": 1e-9})
+    stopped = training.train(tiny_model(), batches_of(images, labels, labelled), str(tmp_path), one_step)
+    assert stopped["time_limit_reached"] and stopped["steps"] == 1
+    assert "time limit" in capsys.readouterr().out
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("-1")
+    finished = training.train(tiny_model(), batches_of(images, labels, labelled), str(tmp_path), CONFIG)
+    assert "at step 1" in capsys.readouterr().out
+    assert not finished["time_limit_reached"] and finished["steps"] == 2 * data_lib.steps_per_epoch(40, 10, 4)
+
+
+@pytest.mark.parametrize("keep, expected", [(0, 4), (2, 2)])
+def test_keep_checkpoints_zero_keeps_every_checkpoint(tmp_path, keep, expected):
+    images, labels, labelled = tiny_problem()
+    config = training.TrainConfig(**{**CONFIG.__dict__, "epochs": 4, "checkpoint_every": 1000,
+                                     "keep_checkpoints": keep})
+    training.train(tiny_model(), batches_of(images, labels, labelled), str(tmp_path), config)
+    # checkpoint_every beyond the run: one checkpoint at the end of each of the 4 epochs.
+    kept = tf.train.get_checkpoint_state(str(tmp_path / "checkpoints")).all_model_checkpoint_paths
+    steps = data_lib.steps_per_epoch(40, 10, 4)
+    assert [int(p.rsplit("-", 1)[1]) for p in kept] == [steps * e for e in range(5 - expected, 5)]
+
+
 def test_divergence_stops_with_a_clear_error_and_keeps_the_good_checkpoint(tmp_path):
     images, labels, labelled = tiny_problem()
     one_epoch = training.TrainConfig(**{**CONFIG.__dict__, "epochs": 1})
@@ -139,6 +164,9 @@ def test_non_finite_images_are_refused_before_training(tmp_path):
         ({"epochs": 0}, "epochs"),
         ({"checkpoint_every": 0}, "checkpoint_every"),
         ({"learning_rate": -1.0}, "learning_rate"),
+        ({"time_limit_minutes": 0.0}, "time_limit_minutes: expected a positive number of minutes"),
+        ({"time_limit_minutes": -5.0}, "time_limit_minutes"),
+        ({"keep_checkpoints": -1}, "keep_checkpoints"),
     ],
 )
 def test_bad_config_is_a_value_error(changes, match):

@@ -42,6 +42,11 @@ def _positive_number(value):
         return "expected a positive number"
 
 
+def _optional_positive_number(value):
+    if value is not None and _positive_number(value):
+        return "expected a positive number or None"
+
+
 def _boolean(value):
     if not isinstance(value, bool):
         return "expected True or False"
@@ -84,7 +89,9 @@ SHARED_FIELDS = {
     "jit_compile": _boolean,
     "steps_per_call": _integer(1),
     "keep_best": _boolean,
+    "time_limit_minutes": _optional_positive_number,
     "checkpoint_every": _integer(1),
+    "keep_checkpoints": _integer(0),
     "model_dir": _string(optional=True),
     "export_dir": _string(),
     "export": _boolean,
@@ -171,6 +178,8 @@ def validate(config):
                              f"expected some of {list(accepted)}")
         # Types as in the package's config of this model (values are the constructor's to check).
         reference = defaults.get(key)
+        if section[key] is None and key in model_class.nullable_arguments:
+            continue
         problem = _kind_problem(section[key], reference)
         if problem:
             raise ValueError(f"model.{key}: {problem} (like the default {reference!r}), received {section[key]!r}")
@@ -201,7 +210,7 @@ def _check_cascade_run(config):
     model = {**defaults, **config.model.to_dict()}
     total = config.epochs * config.steps_per_epoch
     run = f"the run has {total} steps (epochs={config.epochs} * steps_per_epoch={config.steps_per_epoch})"
-    if model["assign_start"] >= total:
+    if model["assign_start"] is not None and model["assign_start"] >= total:
         raise ValueError(f"model.assign_start: the assignment of d would start at iteration "
                          f"{model['assign_start']}, but {run}; lower it or lengthen the run")
     relieve_at = model["relieve_at"]
@@ -315,7 +324,7 @@ def _write_model_json(model_dir, config, model):
 #: Run fields a rerun in the same model directory may change: they do not change what is
 #: trained (``epochs`` may grow to train longer; the run resumes where it stopped).
 RESUMABLE_FIELDS = ("epochs", "verbose", "export", "export_dir", "steps_per_call", "checkpoint_every",
-                    "jit_compile", "data_dir", "model_dir")
+                    "jit_compile", "data_dir", "model_dir", "time_limit_minutes", "keep_checkpoints")
 
 
 def _flat(settings, prefix=""):
@@ -444,7 +453,8 @@ def _run_locked(config, name, model_class, model_dir, export_base):
     train_config = training.TrainConfig(
         epochs=config.epochs, learning_rate=config.learning_rate, jit_compile=config.jit_compile,
         checkpoint_every=config.checkpoint_every, steps_per_call=config.steps_per_call,
-        keep_best=config.keep_best, verbose=config.verbose,
+        keep_best=config.keep_best, verbose=config.verbose, time_limit_minutes=config.time_limit_minutes,
+        keep_checkpoints=config.keep_checkpoints,
     )
     summary, measured = train(config, model, source, model_dir, train_config)
     results = {

@@ -124,3 +124,59 @@ def traversal(generate, latent_dim, discrete_size, values=np.linspace(-2.0, 2.0,
     d = np.repeat(np.arange(discrete_size, dtype=np.int32), latent_dim * len(values))
     images = np.asarray(generate(latent.reshape(-1, latent_dim), d))
     return images.reshape(discrete_size * latent_dim, len(values), *images.shape[1:])
+
+
+#: Line colours of ``line_chart`` (RGB), one a series, in order.
+COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14))
+
+
+def line_chart(path, steps, series, title="", y_range=(0.0, 1.0), size=(640, 400)):
+    """Writes a PNG line chart: ``series`` maps a name to values at ``steps`` (x axis).
+
+    Drawn with PIL alone (the package does not depend on matplotlib): axes with five ticks
+    each, one coloured line with dots per series, a legend and a title.  Values outside
+    ``y_range`` are clipped to it.  Returns ``path``.
+    """
+    from PIL import ImageDraw
+
+    steps = np.asarray(steps, np.float64)
+    if steps.ndim != 1 or len(steps) == 0:
+        raise ValueError(f"steps: expected a non-empty list of x values, received shape {steps.shape}")
+    if len(series) > len(COLOURS):
+        raise ValueError(f"series: at most {len(COLOURS)} lines, received {len(series)}")
+    for name, values in series.items():
+        if len(values) != len(steps):
+            raise ValueError(f"series {name!r}: {len(values)} values for {len(steps)} steps")
+    width, height = size
+    left, right, top, bottom = 60, width - 20, 30, height - 40
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    x_low, x_high = float(steps.min()), float(steps.max()) if steps.max() > steps.min() else float(steps.min()) + 1
+    y_low, y_high = y_range
+
+    def point(x, y):
+        y = min(max(float(y), y_low), y_high)
+        return (left + (x - x_low) / (x_high - x_low) * (right - left),
+                bottom - (y - y_low) / (y_high - y_low) * (bottom - top))
+
+    draw.rectangle([left, top, right, bottom], outline="black")
+    for tick in np.linspace(0.0, 1.0, 5):
+        x_value, y_value = x_low + tick * (x_high - x_low), y_low + tick * (y_high - y_low)
+        x, _ = point(x_value, y_low)
+        _, y = point(x_low, y_value)
+        draw.line([x, bottom, x, bottom + 4], fill="black")
+        draw.text((x - 15, bottom + 8), f"{x_value:,.0f}", fill="black")
+        draw.line([left - 4, y, left, y], fill="black")
+        draw.text((8, y - 6), f"{y_value:.2f}", fill="black")
+    draw.text((left, 8), title, fill="black")
+    for i, (name, values) in enumerate(series.items()):
+        colour = COLOURS[i]
+        points = [point(x, y) for x, y in zip(steps, values)]
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=2)
+        for x, y in points:
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+        draw.line([right - 150, top + 12 + 16 * i, right - 130, top + 12 + 16 * i], fill=colour, width=2)
+        draw.text((right - 125, top + 6 + 16 * i), name, fill="black")
+    image.save(path)
+    return path

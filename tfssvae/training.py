@@ -31,7 +31,9 @@ class TrainConfig:
     ``steps_per_execution``): the host sees the losses, updates the progress bar and
     checks for divergence once a call.  ``keep_best`` keeps the weights of the epoch with
     the lowest validation error (the later one on a tie), when validation data are given,
-    and restores them at the end.
+    and restores them at the end.  ``time_limit_minutes`` (None: none) stops training after
+    the first call that ends past it, with a checkpoint.  ``keep_checkpoints`` newest
+    checkpoints are kept (0: all, e.g. for a learning curve).
     """
 
     epochs: int = 10
@@ -42,6 +44,8 @@ class TrainConfig:
     steps_per_call: int = 1
     keep_best: bool = True
     verbose: int = 1
+    time_limit_minutes: float = None
+    keep_checkpoints: int = 2
 
     def __post_init__(self):
         for name in ("epochs", "checkpoint_every", "log_every", "steps_per_call"):
@@ -50,6 +54,12 @@ class TrainConfig:
                 raise ValueError(f"{name}: expected a positive integer, received {value!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate: expected a positive number, received {self.learning_rate}")
+        if self.time_limit_minutes is not None and not self.time_limit_minutes > 0:
+            raise ValueError(f"time_limit_minutes: expected a positive number of minutes or None, "
+                             f"received {self.time_limit_minutes}")
+        if isinstance(self.keep_checkpoints, bool) or int(self.keep_checkpoints) != self.keep_checkpoints \
+                or self.keep_checkpoints < 0:
+            raise ValueError(f"keep_checkpoints: expected an integer >= 0, received {self.keep_checkpoints!r}")
 
 
 def set_precision(precision):
@@ -129,7 +139,7 @@ def train(model, batches, model_dir, config, validation=None):
       dict: ``steps``, ``epochs``, ``train_examples_per_second`` (over the steps run
       in this call, the first, compiling, call excluded), ``seconds``, the last
       epoch's mean loss terms, ``validation_error`` (of the weights the model ends
-      with) and ``best_epoch`` if validation was given.
+      with), ``best_epoch`` if validation was given, and ``time_limit_reached``.
     """
     if config.jit_compile and model.xla_incompatibility:
         raise ValueError(f"jit_compile: {model.xla_incompatibility}; train {type(model).__name__} without jit_compile")
@@ -145,7 +155,8 @@ def train(model, batches, model_dir, config, validation=None):
     best_epoch = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_epoch")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, step=step,
                                      best_error=best_error, best_epoch=best_epoch)
-    manager = tf.train.CheckpointManager(checkpoint, os.path.join(model_dir, "checkpoints"), max_to_keep=2)
+    manager = tf.train.CheckpointManager(checkpoint, os.path.join(model_dir, "checkpoints"),
+                                         max_to_keep=config.keep_checkpoints or None)
     best = tf.train.Checkpoint(model=model)
     best_manager = tf.train.CheckpointManager(best, os.path.join(model_dir, "best"), max_to_keep=1)
     resumed = restore_latest_intact(checkpoint, manager)
@@ -174,7 +185,8 @@ def train(model, batches, model_dir, config, validation=None):
     first_epoch, skip = divmod(int(step.numpy()), steps_per_epoch)
     timed_steps, timed_seconds, logs, validation_error = 0, 0.0, {}, None
     start = time.perf_counter()
-    first_call = True
+    deadline = start + 60 * config.time_limit_minutes if config.time_limit_minutes else np.inf
+    first_call, out_of_time = True, False
 
     for epoch in range(first_epoch, config.epochs):
         model.reset_metrics()
@@ -220,6 +232,15 @@ def train(model, batches, model_dir, config, validation=None):
                         tf.summary.scalar(name, value)
             if current % config.checkpoint_every == 0:
                 manager.save(checkpoint_number=current)
+            if now > deadline:
+                out_of_time = True
+                break
+        if out_of_time:
+            manager.save(checkpoint_number=int(step.numpy()))
+            if config.verbose:
+                print(f"\nStopped at step {int(step.numpy())} of {total_steps}: the time limit of "
+                      f"{config.time_limit_minutes} minutes is reached.")
+            break
         skip = 0
         if validation is not None and len(validation[0]):
             validation_error = metrics.classification_error(model, *validation)
@@ -249,6 +270,7 @@ def train(model, batches, model_dir, config, validation=None):
         "final_losses": logs,
         "validation_error": float(best_error.numpy()) if keep_best else validation_error,
         "best_epoch": int(best_epoch.numpy()) + 1 if keep_best else None,
+        "time_limit_reached": out_of_time,
     }
     with open(summary_path, "w") as f:
         json.dump(summary, f, indent=2)

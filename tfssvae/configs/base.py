@@ -50,8 +50,12 @@ def run_config(model, **fields):
     config.jit_compile = False  # XLA-compile the training step
     config.steps_per_call = 1  # training steps per tf.function call
     config.keep_best = True  # restore the weights of the epoch with the best validation error
+    # Wall-clock budget of the training loop: it stops after the first call past it (with a
+    # checkpoint; evaluation and export follow as usual).  None: no limit.
+    config.time_limit_minutes = config_dict.placeholder(float)
     # Outputs.
     config.checkpoint_every = 1000  # steps between checkpoints
+    config.keep_checkpoints = 2  # newest checkpoints kept (epoch ends included); 0: all (learning curves)
     config.model_dir = config_dict.placeholder(str)  # default runs/<model>_<dataset>_<N>labels_seed<seed>
     config.export_dir = "saved_models"  # SavedModels go to <export_dir>/<model>/<version>
     config.export = True

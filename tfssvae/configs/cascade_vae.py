@@ -9,14 +9,23 @@ Variant ``cpu``: the official schedule compressed to fit a 2-core CPU in under a
 (issue 9): stages of 1,500 instead of 20,000 iterations (dimensions relieved at 0, 1.5k,
 3k, 4.5k, 7.5k and 9k, d learned from 6k), 18k iterations in all (the official run
 spends 60 % of its iterations after the last relief; this one half), and Adam at 5e-4
-so that the fewer steps still converge.
+so that the fewer steps still converge; training stops at 45 minutes whatever the machine
+(``time_limit_minutes``).  Every epoch's checkpoint is kept for the learning curve
+(``python -m binaries.evaluate --model_dir=DIR --learning_curve``).
+
+The paper's ablations at the same budget: ``cpu_no_cascade``, every dimension at
+``beta_l`` from the start (a beta-VAE with the discrete code), and ``cpu_no_assignment``,
+d never learned (the decoder always sees the zero code).
 """
 from ml_collections import config_dict
 
 from tfssvae.configs import base
 
+CPU = dict(epochs=18, learning_rate=5e-4, time_limit_minutes=45.0, keep_checkpoints=0)
 VARIANTS = {
-    "cpu": dict(epochs=18, learning_rate=5e-4, model=dict(relieve_every=1500, assign_start=6000)),
+    "cpu": dict(CPU, model=dict(relieve_every=1500, assign_start=6000)),
+    "cpu_no_cascade": dict(CPU, model=dict(relieve_at=(0, 0, 0, 0, 0, 0), assign_start=6000)),
+    "cpu_no_assignment": dict(CPU, model=dict(relieve_every=1500, assign_start=None)),
 }
 
 
@@ -28,7 +37,8 @@ def get_config(variant=None):
                    beta_l=0.1,  # KL weight of relieved dimensions
                    relieve_every=20000,  # iterations of a stage; stage i relieves dimension i + 1
                    relieve_at=config_dict.placeholder(tuple),  # explicit iterations; None: the official stages
-                   assign_start=80000,  # iteration from which d is learned by assignment
+                   # iteration from which d is learned by assignment; None: never (an ablation)
+                   assign_start=config_dict.FieldReference(80000, field_type=int),
                    pair_penalty=0.001,  # cost per pair of batch examples sharing d
                    solver="fast",  # "fast" or "networkx"
                    filters=(32, 32, 64, 64),  # encoder convs

@@ -48,6 +48,7 @@ class GenerativeModel(keras.Model):
 
     loss_names = ("loss",)
     has_classifier = True  # False for models without a class (ML-VAE): no error metric, no classify
+    nullable_arguments = ()  # constructor arguments whose None is a setting (configs may set them to None)
     # Why the training step cannot be XLA-compiled, or None when it can.
     xla_incompatibility = None
 

@@ -31,7 +31,8 @@ dimension i + 1 is relieved at the start of stage i (the first one from iteratio
 except that the stage in which the assignment starts relieves no dimension (the official
 ``idx = min(train_idx, nconti)`` once ``train_idx >= ntime``): with the defaults the six
 dimensions are relieved at iterations 0, 20k, 40k, 60k, 100k and 120k, d is learned from
-80k.  Differences kept: the scale has a floor of 1e-4 (``DiagonalNormal``'s min_scale;
+80k.  ``assign_start=None`` never learns d (the paper's ablation without the discrete
+factor: the decoder always sees the zero code and ``encode`` gives d = 0).  Differences kept: the scale has a floor of 1e-4 (``DiagonalNormal``'s min_scale;
 the official code adds 1e-8 inside the log of its KL instead), and the KL is the exact
 Gaussian KL, the same value.
 
@@ -50,12 +51,14 @@ def relieve_schedule(latent_dim, relieve_every, assign_start):
 
     Stage s covers iterations ``[s * relieve_every, (s + 1) * relieve_every)``; each stage
     relieves one more dimension, starting with stage 0, except the first stage starting at
-    or after ``assign_start``, which the discrete code gets instead (official schedule).
+    or after ``assign_start``, which the discrete code gets instead (official schedule);
+    ``assign_start=None`` (d never learned) skips no stage.
 
     Returns:
       A list of ``latent_dim`` non-decreasing ints.
     """
-    latent_dim, relieve_every, assign_start = int(latent_dim), int(relieve_every), int(assign_start)
+    latent_dim, relieve_every = int(latent_dim), int(relieve_every)
+    assign_start = np.inf if assign_start is None else int(assign_start)
     if relieve_every < 1:
         raise ValueError(f"relieve_every: expected a positive number of iterations, received {relieve_every}")
     starts, stage, skipped = [], 0, False
@@ -83,7 +86,7 @@ class CascadeVAE(GenerativeModel):
       relieve_at: explicit iterations at which the 1st, 2nd, ... dimension is relieved,
         at most ``latent_dim`` entries; None: ``relieve_schedule(...)``.
       assign_start: iteration from which d is chosen by the assignment (before it, the
-        decoder sees a zero code).
+        decoder sees a zero code); None: never (d is always 0).
       pair_penalty: cost of every pair of batch examples sharing a value of d.
       solver: ``"fast"`` or ``"networkx"`` (see ``assignment.assign``).
       filters: encoder conv filters.
@@ -96,6 +99,7 @@ class CascadeVAE(GenerativeModel):
     loss_names = ("loss", "reconstruction", "kl_z", "weighted_kl", "l2_penalty", "relieved_dims")
     xla_incompatibility = "cascade_vae solves its assignment on the host (tf.numpy_function), which XLA cannot compile"
     has_classifier = False
+    nullable_arguments = ("relieve_at", "assign_start")
 
     def __init__(self, input_shape, num_classes, latent_dim=6, discrete_size=3, beta_h=10.0, beta_l=0.1,
                  relieve_every=20000, relieve_at=None, assign_start=80000, pair_penalty=0.001, solver="fast",
@@ -106,7 +110,7 @@ class CascadeVAE(GenerativeModel):
             raise ValueError(f"discrete_size: expected at least 2 values, received {discrete_size}")
         if int(latent_dim) < 1:
             raise ValueError(f"latent_dim: expected a positive integer, received {latent_dim}")
-        if int(assign_start) < 0:
+        if assign_start is not None and int(assign_start) < 0:
             raise ValueError(f"assign_start: expected an iteration >= 0, received {assign_start}")
         if relieve_at is None:
             relieve_at = relieve_schedule(latent_dim, relieve_every, assign_start)
@@ -125,7 +129,7 @@ class CascadeVAE(GenerativeModel):
         self._config = dict(
             input_shape=self.data_shape, num_classes=self.num_classes, latent_dim=int(latent_dim),
             discrete_size=int(discrete_size), beta_h=float(beta_h), beta_l=float(beta_l),
-            relieve_at=relieve_at, assign_start=int(assign_start), pair_penalty=float(pair_penalty),
+            relieve_at=relieve_at, assign_start=None if assign_start is None else int(assign_start), pair_penalty=float(pair_penalty),
             solver=solver, filters=tuple(filters), dense_units=int(dense_units),
             decoder_filters=tuple(decoder_filters), l2_weight=float(l2_weight),
         )
@@ -196,7 +200,10 @@ class CascadeVAE(GenerativeModel):
         z = mean + scale * self.sample_noise(tf.shape(mean))
         iteration = self.optimizer.iterations if training else tf.constant(np.iinfo(np.int64).max, tf.int64)
         weights, relieved = self.kl_weights(iteration)
-        if training:
+        no_code = tf.zeros([tf.shape(z)[0], self.discrete_size])  # the decoder's input before d is learned
+        if self._config["assign_start"] is None:  # the ablation without d: always the zero code
+            reconstruction = -self.likelihood(self.decode_logits(z, no_code)).log_prob(x)
+        elif training:
             started = tf.cast(iteration, tf.int64) >= self._config["assign_start"]
 
             def assigned():
@@ -204,10 +211,7 @@ class CascadeVAE(GenerativeModel):
                 unaries = self.unaries(x, tf.stop_gradient(z))
                 return tf.one_hot(self._solve(unaries), self.discrete_size)
 
-            def no_code():  # before the warm-up ends the decoder sees the all-zero code
-                return tf.zeros([tf.shape(z)[0], self.discrete_size])
-
-            codes = tf.stop_gradient(tf.cond(started, assigned, no_code))
+            codes = tf.stop_gradient(tf.cond(started, assigned, lambda: no_code))
             reconstruction = -self.likelihood(self.decode_logits(z, codes)).log_prob(x)
         else:
             reconstruction = tf.reduce_min(self.unaries(x, z), axis=-1)
@@ -233,7 +237,10 @@ class CascadeVAE(GenerativeModel):
         the arg-min of the unaries at the posterior mean (no flow at test time)."""
         images = as_input(images, self.data_shape)
         q = self.posterior_z(self.encoder(images))
-        d = tf.argmin(self.unaries(images, q.mean()), axis=-1)
+        if self._config["assign_start"] is None:  # d never learned
+            d = tf.zeros(tf.shape(images)[:1], tf.int64)
+        else:
+            d = tf.argmin(self.unaries(images, q.mean()), axis=-1)
         return {"mean": q.mean(), "scale": q.stddev(), "d": d}
 
     def reconstruct(self, images):
