@@ -1,5 +1,4 @@
 """ssdgm_mnist / ssdgm_svhn: trained through the binaries' code path, exported, drawn as figures."""
-import os
 
 import numpy as np
 import pytest

@@ -376,7 +376,7 @@ def gather_to_members(group_params, segment_ids):
         params = tf.convert_to_tensor(params)
         if params.shape.rank == 0:
             raise ValueError(
-                f"group_params must have shape [num_groups, ...]; received a scalar."
+                "group_params must have shape [num_groups, ...]; received a scalar."
             )
         _resolve_num_groups(tf.shape(params, out_type=ids.dtype)[0], ids)
         return tf.gather(params, ids)

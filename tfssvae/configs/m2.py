@@ -7,7 +7,7 @@ VARIANTS = {"fashion_mnist": dict(dataset=base.FASHION_MNIST, **base.FASHION_MNI
 def get_config(variant=None):
     config = base.run_config(
         model=dict(name="m2", latent_dim=50, hidden_units=(500,), activation="softplus", likelihood="bernoulli",
-                   alpha=0.1, network="mlp"),
+                   alpha=0.1, network="mlp", kl_z_weight=1.0),
         steps_per_call=10,
     )
     return base.apply_variant(config, variant, VARIANTS, "m2.py")

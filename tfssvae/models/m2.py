@@ -61,6 +61,7 @@ class M2(GenerativeModel):
         num_examples=None,
         num_labelled=None,
         network="mlp",
+        kl_z_weight=1.0,
         **kwargs,
     ):
         super().__init__(input_shape, num_classes, **kwargs)
@@ -73,6 +74,7 @@ class M2(GenerativeModel):
         self.activation = activation
         self.likelihood_name = likelihood
         self.network = network
+        self.kl_z_weight = float(kl_z_weight)
         self.alpha = float(alpha)
         self.num_examples = num_examples
         self.num_labelled = num_labelled
@@ -127,6 +129,7 @@ class M2(GenerativeModel):
             "num_examples": self.num_examples,
             "num_labelled": self.num_labelled,
             "network": self.network,
+            "kl_z_weight": self.kl_z_weight,
         }
 
     # --- the pieces of the model ---------------------------------------------------
@@ -168,7 +171,8 @@ class M2(GenerativeModel):
             z = q.mean() + q.stddev() * tf.gather_nd(noise, tf.stack([rows.example, rows.label], axis=-1))
         log_likelihood = self.p_x(y_rows, z, training=training).log_prob(tf.gather(x, rows.example))
         kl_z = tfd.kl_divergence(q, self.prior_z)
-        bound = objectives.elbo(log_likelihood + objectives.uniform_log_prior(self.num_classes), [kl_z])
+        bound = objectives.elbo(log_likelihood + objectives.uniform_log_prior(self.num_classes),
+                                [self.kl_z_weight * kl_z])
         return {"bound": bound, "log_likelihood": log_likelihood, "kl_z": kl_z}
 
     def class_bounds(self, x, noise=None, training=False):
