@@ -31,8 +31,8 @@ def normal_kl_to_standard(mean, scale):
     return np.sum(0.5 * (mean**2 + scale**2 - 1.0) - np.log(scale), axis=-1)
 
 
-def per_class_loop_bounds(model, x, noise):
-    """L(x, y=k) computed one class at a time, the way the paper writes it."""
+def per_class_loop_bounds(model, x, noise, kl_z_weight=1.0):
+    """L(x, y=k) computed one class at a time, the way the paper writes it (the KL of z weighted)."""
     columns = []
     for k in range(K):
         y = tf.one_hot(tf.fill([x.shape[0]], k), K)
@@ -40,7 +40,7 @@ def per_class_loop_bounds(model, x, noise):
         mean, scale = q.mean().numpy(), q.stddev().numpy()
         z = mean + scale * noise[:, k]
         log_px = model.p_x(y, tf.constant(z, tf.float32)).log_prob(x).numpy()
-        columns.append(log_px - math.log(K) - normal_kl_to_standard(mean, scale))
+        columns.append(log_px - math.log(K) - kl_z_weight * normal_kl_to_standard(mean, scale))
     return np.stack(columns, axis=1)
 
 
@@ -71,14 +71,15 @@ def test_labelled_bound_picks_the_observed_class():
     np.testing.assert_allclose(losses["loss"].numpy(), expected, rtol=1e-5)
 
 
-def test_mixed_batch_computes_labelled_rows_for_their_class_only_and_matches_the_loop():
+@pytest.mark.parametrize("kl_z_weight", [1.0, 3.0])
+def test_mixed_batch_computes_labelled_rows_for_their_class_only_and_matches_the_loop(kl_z_weight):
     """The fast step (K rows per unlabelled example, one per labelled example, the image
     projected once) gives the naive all-classes enumeration's bound, example by example."""
-    model = tiny_m2(alpha=0.0)
+    model = tiny_m2(alpha=0.0, kl_z_weight=kl_z_weight)
     labelled = (True, False, True, False, False, True)
     batch = random_batch(labelled=labelled)
     noise = np.random.default_rng(5).standard_normal((6, K, 3)).astype("float32")
-    loop = per_class_loop_bounds(model, batch["x"], noise)
+    loop = per_class_loop_bounds(model, batch["x"], noise, kl_z_weight)
     q_y = tf.nn.softmax(model.classifier(batch["x"])).numpy()
     unlabelled = np.sum(q_y * loop, axis=1) - np.sum(q_y * np.log(q_y), axis=1)
     expected = np.where(labelled, loop[np.arange(6), batch["y"].numpy()], unlabelled)
@@ -249,6 +250,8 @@ def test_bad_generate_and_constructor_arguments_are_value_errors():
         models.M2(SHAPE, K, likelihood="poisson")
     with pytest.raises(ValueError, match="num_classes"):
         models.M2(SHAPE, 1)
+    with pytest.raises(ValueError, match="kl_z_weight: expected a positive weight"):
+        models.M2(SHAPE, K, kl_z_weight=0.0)
 
 
 def test_a_bfloat16_step_gives_the_float32_loss_within_bfloat16_rounding():

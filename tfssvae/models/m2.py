@@ -41,6 +41,8 @@ class M2(GenerativeModel):
       num_examples, num_labelled: when both are given the classification term is
         weighted ``alpha * num_examples / num_labelled`` (Kingma et al.); else ``alpha``.
       network: ``"mlp"`` (every network an MLP) or ``"conv"`` (conv encoders and decoder, for images).
+      kl_z_weight: weight of KL(q(z | x, y) || p(z)) in every row's bound; 1 is the ELBO,
+        above 1 (a beta-VAE's beta) makes z costlier, so the decoder takes the class from y.
 
     Batches are dicts ``{"x": [batch, *input_shape], "y": int [batch], "y_mask": bool [batch]}``.
     """
@@ -69,6 +71,8 @@ class M2(GenerativeModel):
             raise ValueError(f"latent_dim: expected a positive integer, received {latent_dim}")
         if alpha < 0:
             raise ValueError(f"alpha: expected a non-negative weight, received {alpha}")
+        if not kl_z_weight > 0:
+            raise ValueError(f"kl_z_weight: expected a positive weight, received {kl_z_weight}")
         self.latent_dim = int(latent_dim)
         self.hidden_units = tuple(int(h) for h in hidden_units)
         self.activation = activation
@@ -214,7 +218,7 @@ class M2(GenerativeModel):
             "reconstruction": tf.reduce_mean(reconstruction),
             "kl_z": tf.reduce_mean(kl_z),
             # KL(weights || uniform p(y)): the rest of -bound.
-            "kl_y": -tf.reduce_mean(bound) - tf.reduce_mean(reconstruction) - tf.reduce_mean(kl_z),
+            "kl_y": -tf.reduce_mean(bound) - tf.reduce_mean(reconstruction) - self.kl_z_weight * tf.reduce_mean(kl_z),
             "classification": classification,
         }
         return losses, tf.nn.softmax(logits)
