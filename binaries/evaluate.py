@@ -2,7 +2,8 @@ r"""Evaluates a trained model.
 
   # classifiers (m1, m2, m1m2, ssdgm_*): test error through the SavedModel's classify signature
   python -m binaries.evaluate --saved_model=saved_models/m2/1 --dataset=digits
-  # ML-VAE: probes, test bound against group size, n-shot accuracy, and PNG figures
+  # ML-VAE: probes, test bound against group size, n-shot accuracy (seen and held-out classes), and
+  # PNG figures: swap.png, interpolation.png, pca.png (content and style coloured by class)
   python -m binaries.evaluate --model_dir=runs/mlvae_digits_100labels_seed0 --dataset=digits --output_dir=figures
   # CascadeVAE: FactorVAE score, MIG, shape accuracy of d
   python -m binaries.evaluate --model_dir=runs/cascade_vae_sprites_100labels_seed0 --dataset=sprites
@@ -135,8 +136,10 @@ def evaluate_run(source):
     if model.has_classifier:
         return {"model_dir": FLAGS.model_dir, "model": name,
                 "test_error": metrics.classification_error(model, source.test_images, source.test_labels)}
+    with open(os.path.join(FLAGS.model_dir, "model.json")) as f:
+        held_out = tuple(json.load(f).get("run_config", {}).get("held_out_classes", ()))
     report = {"model_dir": FLAGS.model_dir, "model": name,
-              **evaluation.mlvae_report(model, source, FLAGS.seed)}
+              **evaluation.mlvae_report(model, source, FLAGS.seed, held_out_classes=held_out)}
     output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, "figures")
     os.makedirs(output_dir, exist_ok=True)
 
@@ -156,6 +159,11 @@ def evaluate_run(source):
         figures.save_png(os.path.join(output_dir, "interpolation.png"),
                          figures.tile(figures.interpolation(encode, generate, images[0], images[1]))),
     ]
+    # Content and style of up to 2,000 test images on their first two principal axes, coloured by class.
+    shown = rng.permutation(len(source.test_images))[:2000]
+    content, style = encode(source.test_images[shown])
+    report["figures"].append(figures.pca_scatter(os.path.join(output_dir, "pca.png"),
+                                                 {"content": content, "style": style}, source.test_labels[shown]))
     return report
 
 

@@ -71,3 +71,37 @@ def test_probe_and_prototype_bad_input():
         metrics.nearest_prototype_accuracy(features, labels[:3], features, labels)
     with pytest.raises(ValueError, match="prototypes: expected finite values"):
         metrics.nearest_prototype_accuracy(features * np.inf, labels, features, labels)
+
+
+def one_hot_source(num_classes=10, per_class=60, seed=0):
+    """A DataSource whose 4x4 images light pixel ``class`` alone: a flattened image is the class one-hot."""
+    from tfssvae.data import DataSource
+
+    rng = np.random.default_rng(seed)
+
+    def split(n):
+        labels = rng.permutation(np.repeat(np.arange(num_classes), n)).astype(np.int32)
+        images = np.zeros((len(labels), 16), np.float32)
+        images[np.arange(len(labels)), labels] = 1.0
+        return images.reshape(-1, 4, 4, 1), labels
+
+    train, test = split(per_class), split(per_class // 2)
+    return DataSource("one_hot", *train, *test, num_classes)
+
+
+def test_the_evaluation_probe_reads_a_one_hot_code_perfectly_and_noise_at_chance():
+    import tensorflow as tf
+    from tfssvae import evaluation
+
+    source = one_hot_source()
+
+    def one_hot_code(images):  # the code is the class one-hot itself
+        return {"mean": tf.reshape(images, [-1, 16])[:, :10]}
+
+    def noise_code(images):  # the code knows nothing of the image
+        return {"mean": tf.random.stateless_normal([tf.shape(images)[0], 10], seed=[1, 2])}
+
+    assert evaluation.latent_probe_accuracy(one_hot_code, source, seed=0) == 1.0
+    accuracy = evaluation.latent_probe_accuracy(noise_code, source, seed=0)
+    # 300 test examples, chance 0.1: the binomial s.d. is 0.017, so 0.1 +- 0.07 is 4 s.d.
+    assert abs(accuracy - 0.1) < 0.07, accuracy

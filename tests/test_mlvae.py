@@ -89,13 +89,19 @@ def test_grouped_source_batches():
 def test_mlvae_runs_end_to_end_with_metrics_and_export(tmp_path):
     config = configs.get("mlvae", {
         "dataset": "digits", "epochs": 1, "model.content_dim": 3, "model.style_dim": 2, "model.hidden_units": (16,),
-        "groups_per_batch": 8, "group_size": 4, "verbose": 0,
+        "groups_per_batch": 8, "group_size": 4, "verbose": 0, "held_out_classes": (8, 9),
         "model_dir": str(tmp_path / "m"), "export_dir": str(tmp_path / "x")})
     results = experiment.run(config)
     assert results == json.loads((tmp_path / "m" / "metrics.json").read_text())
     assert 0 <= results["content_probe_accuracy"] <= 1 and 0 <= results["style_probe_accuracy"] <= 1
     assert set(results["test_elbo_per_observation"]) == {"1", "2", "5", "10", "20"}
-    assert set(results["n_shot_accuracy"]) == {"1", "5", "10"}
+    for key in ("n_shot_accuracy", "n_shot_accuracy_seen", "n_shot_accuracy_unseen"):
+        assert set(results[key]) == {"1", "5", "10"}
+    # The accuracy over all queries is the seen and unseen ones' weighted by their numbers of queries
+    # (the digits' test classes hold 35 to 37 images each, so the weights are about 8/10 and 2/10).
+    for n in ("1", "5", "10"):
+        mixed = 0.8 * results["n_shot_accuracy_seen"][n] + 0.2 * results["n_shot_accuracy_unseen"][n]
+        assert results["n_shot_accuracy"][n] == pytest.approx(mixed, abs=0.02)
     loaded = tf.saved_model.load(results["export_path"])
     assert sorted(loaded.signatures) == ["encode", "encode_group", "generate", "reconstruct", "serving_default"]
     out = loaded.signatures["encode_group"](images=tf.zeros([3, *SHAPE]), group_ids=tf.constant([0, 1, 1]))
@@ -137,3 +143,82 @@ def test_swap_grid_and_interpolation_figures():
     np.testing.assert_allclose(moving[0, 0], generate(content[:1], style[:1])[0], rtol=1e-5)
     np.testing.assert_allclose(moving[0, -1], generate(content[1:2], style[:1])[0], rtol=1e-5)
     np.testing.assert_allclose(moving[1, -1], generate(content[:1], style[1:2])[0], rtol=1e-5)
+
+
+def test_held_out_classes_never_reach_a_training_batch():
+    source = data_lib.load_source("digits")
+    config = configs.get("mlvae", {"groups_per_batch": 4, "group_size": 5, "held_out_classes": (3, 7)})
+    batches = experiment.grouped_batches(config, source)
+    seen = np.concatenate([b["y"] for epoch in (0, 1) for b in batches.epoch(epoch).as_numpy_iterator()])
+    # Every training example of the other eight classes can be drawn, none of classes 3 and 7.
+    assert sorted(np.unique(seen)) == [0, 1, 2, 4, 5, 6, 8, 9]
+    # And the batches hold the images of those rows, not just their labels.
+    first = next(batches.epoch(0).as_numpy_iterator())
+    rows = [np.flatnonzero((source.train_images == x).all(axis=(1, 2, 3))) for x in first["x"]]
+    assert not np.isin(np.concatenate(rows), np.flatnonzero(np.isin(source.train_labels, (3, 7)))).any()
+
+
+@pytest.mark.parametrize("held_out, match", [
+    ((10,), r"held_out_classes: the data have no class \[10\]"),
+    ((2, 2), "listed twice"),
+    (tuple(range(1, 10)), "fewer than two"),
+])
+def test_bad_held_out_classes_are_named(held_out, match):
+    source = data_lib.load_source("digits")
+    config = configs.get("mlvae", {"held_out_classes": held_out})
+    with pytest.raises(ValueError, match=match):
+        experiment.grouped_batches(config, source)
+
+
+def test_a_group_column_with_one_group_is_refused():
+    images = np.zeros((40, *SHAPE), "float32")
+    with pytest.raises(ValueError, match=r"group_column: expected at least two distinct values .* only \[4\]"):
+        data_lib.GroupedSource(images, np.full(40, 4), groups_per_batch=2, group_size=5, seed=0)
+
+
+def test_groups_larger_than_the_batch_are_refused():
+    with pytest.raises(ValueError, match=r"group_size: a group of 120 examples is larger than a batch \(batch_size=100\)"):
+        experiment.validate(configs.get("mlvae", {"group_size": 120}))
+    with pytest.raises(ValueError, match="held_out_classes: expected a tuple of class ids"):
+        experiment.validate(configs.get("mlvae", {"held_out_classes": (-1,)}))
+
+
+def test_the_train_binary_names_a_held_out_class_the_data_lack_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    completed = subprocess.run(
+        [sys.executable, "-m", "binaries.train", "--config=tfssvae/configs/mlvae.py",
+         "--config.held_out_classes=(3,12)", f"--config.model_dir={tmp_path}", "--config.export=false"],
+        capture_output=True, text=True, env=env, timeout=300, cwd=root)
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    assert "tfssvae-train: error: held_out_classes: the data have no class [12]" in completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert not (tmp_path / "model.json").exists()  # refused before the run was written down
+
+
+def test_principal_components_find_the_axis_of_most_variance_and_the_scatter_is_drawn(tmp_path):
+    from PIL import Image
+    from tfssvae import figures
+
+    rng = np.random.default_rng(0)
+    t = 10.0 * rng.normal(size=300)
+    codes = np.outer(t, [0.0, 0.6, 0.8]) + 0.1 * rng.normal(size=(300, 3))  # a line along (0, .6, .8)
+    points = figures.principal_components(codes)
+    assert points.shape == (300, 2)
+    # The first axis is the line (correlation with t near 1; the noise of s.d. 0.1 against 10 bounds
+    # the loss at about 1e-4), the second holds only noise (variance near 0.1^2).
+    assert abs(np.corrcoef(points[:, 0], t)[0, 1]) > 0.999
+    assert np.var(points[:, 1]) < 0.02
+    assert figures.principal_components(codes[:, :1]).shape == (300, 2)  # one dimension: padded
+
+    labels = (t > 0).astype(int)
+    path = figures.pca_scatter(str(tmp_path / "pca.png"), {"content": codes, "style": codes[:, ::-1]}, labels)
+    with Image.open(path) as image:
+        assert image.size == (2 * 370 + 10 + 120, 360 + 34)
+        colours = {colour for _, colour in image.convert("RGB").getcolors(10 ** 6)}
+    assert set(figures.CLASS_COLOURS[:2]) <= colours  # both classes' points are drawn
+    with pytest.raises(ValueError, match="panels\\['style'\\]: 5 codes for 300 labels"):
+        figures.pca_scatter(str(tmp_path / "x.png"), {"style": codes[:5]}, labels)

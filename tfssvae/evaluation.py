@@ -17,25 +17,77 @@ def _batched(function, images, batch_size=1000):
     return {key: np.concatenate([p[key].numpy() for p in parts]) for key in parts[0]}
 
 
+def _probe_rows(source, seed, probe_examples):
+    """The training examples the linear probes learn from: the first draw of ``seed``'s generator,
+    so every model probed with one seed learns from the same examples."""
+    return np.random.default_rng(seed).permutation(len(source.train_images))[:probe_examples]
+
+
+def latent_probe_accuracy(encode, source, seed=0, probe_examples=10000, key="mean"):
+    """The linear probe of any code: ``encode(images [n, H, W, C])`` returns a dict whose ``key`` is
+    ``[n, D]`` (e.g. M1's posterior mean); the same probe and probe examples as ``mlvae_report``'s.
+
+    Returns the test accuracy of a linear classifier of the class from the code of single observations.
+    """
+    rows = _probe_rows(source, seed, probe_examples)
+    train = _batched(tf.function(encode), source.train_images[rows])[key]
+    test = _batched(tf.function(encode), source.test_images)[key]
+    return metrics.linear_probe_accuracy(train, source.train_labels[rows], test, source.test_labels)
+
+
+def _n_shot(encode_group, source, codes, n, rng, repeats, held_out_classes):
+    """Nearest-prototype accuracy of test queries with ``n`` test support examples of every class
+    (prototypes: their group content), mean over ``repeats`` draws.  Returns ``{"all": acc}`` and,
+    when classes are held out, ``"seen"``/``"unseen"``: the accuracy over queries of those classes
+    (still classified among all the prototypes)."""
+    scores = {"all": []}
+    if held_out_classes:
+        scores.update(seen=[], unseen=[])
+    for _ in range(repeats):
+        support, support_ids = [], []
+        for label in range(source.num_classes):
+            members = rng.permutation(np.flatnonzero(source.test_labels == label))[:n]
+            support.append(members)
+            support_ids.append(np.full(len(members), label, np.int32))
+        support = np.concatenate(support)
+        prototypes = encode_group(tf.constant(source.test_images[support]),
+                                  tf.constant(np.concatenate(support_ids)))["content_mean"].numpy()
+        queries = np.setdiff1d(np.arange(len(source.test_images)), support)
+        unseen = np.isin(source.test_labels[queries], held_out_classes)
+        for part, chosen in (("all", queries), ("seen", queries[~unseen]), ("unseen", queries[unseen])):
+            if part in scores:
+                scores[part].append(metrics.nearest_prototype_accuracy(
+                    prototypes, np.arange(source.num_classes), codes[chosen], source.test_labels[chosen]))
+    return {part: float(np.mean(values)) for part, values in scores.items()}
+
+
 def mlvae_report(model, source, seed=0, group_sizes=(1, 2, 5, 10, 20), shots=(1, 5, 10), probe_examples=10000,
-                 groups_per_batch=50, repeats=5):
+                 groups_per_batch=50, repeats=5, held_out_classes=()):
     """Content/style probes, test bound per observation against group size, n-shot accuracy.
 
     Args:
       model: a trained ``models.MLVAE``.
       source: a ``data.DataSource``; its labels define groups and probe targets, its test
         split is never seen in training.
-      probe_examples: training examples the probes learn from.
+      probe_examples: training examples the probes learn from (any class, held out or not).
       repeats: random draws of the n-shot support sets.
+      held_out_classes: classes kept out of training; n-shot accuracy is then also reported
+        over the queries of seen and of unseen classes.
 
     Returns:
       dict: ``content_probe_accuracy``, ``style_probe_accuracy`` (single observations, no
       test-time grouping), ``test_elbo_per_observation`` {group size: nats},
-      ``n_shot_accuracy`` {shots: accuracy} (keys are strings, as in metrics.json).
+      ``n_shot_accuracy`` {shots: accuracy}, and with ``held_out_classes``
+      ``n_shot_accuracy_seen`` / ``n_shot_accuracy_unseen`` (keys are strings, as in metrics.json).
     """
+    held_out_classes = tuple(int(c) for c in held_out_classes)
+    unknown = sorted(set(held_out_classes) - set(range(source.num_classes)))
+    if unknown:
+        raise ValueError(f"held_out_classes: the data have no class {unknown} (classes 0..{source.num_classes - 1})")
     rng = np.random.default_rng(seed)
     encode = tf.function(model.encode)
-    train = rng.permutation(len(source.train_images))[:probe_examples]
+    train = _probe_rows(source, seed, probe_examples)
+    rng.permutation(len(source.train_images))  # the draw _probe_rows made: later draws stay as they were
     train_codes = _batched(encode, source.train_images[train])
     test_codes = _batched(encode, source.test_images)
     report = {}
@@ -59,24 +111,12 @@ def mlvae_report(model, source, seed=0, group_sizes=(1, 2, 5, 10, 20), shots=(1,
     report["test_elbo_per_observation"] = elbo
 
     encode_group = tf.function(model.encode_group, reduce_retracing=True)
-    accuracy = {}
-    for n in shots:
-        scores = []
-        for _ in range(repeats):
-            support, support_ids = [], []
-            for label in range(source.num_classes):
-                members = rng.permutation(np.flatnonzero(source.test_labels == label))[:n]
-                support.append(members)
-                support_ids.append(np.full(len(members), label, np.int32))
-            support = np.concatenate(support)
-            prototypes = encode_group(tf.constant(source.test_images[support]),
-                                      tf.constant(np.concatenate(support_ids)))["content_mean"].numpy()
-            queries = np.setdiff1d(np.arange(len(source.test_images)), support)
-            scores.append(metrics.nearest_prototype_accuracy(
-                prototypes, np.arange(source.num_classes), test_codes["content_mean"][queries],
-                source.test_labels[queries]))
-        accuracy[str(n)] = float(np.mean(scores))
-    report["n_shot_accuracy"] = accuracy
+    accuracy = {n: _n_shot(encode_group, source, test_codes["content_mean"], n, rng, repeats, held_out_classes)
+                for n in shots}
+    report["n_shot_accuracy"] = {str(n): accuracy[n]["all"] for n in shots}
+    if held_out_classes:
+        for part in ("seen", "unseen"):
+            report[f"n_shot_accuracy_{part}"] = {str(n): accuracy[n][part] for n in shots}
     return report
 
 

@@ -68,6 +68,11 @@ def _one_of(choices):
     return check
 
 
+def _classes(value):
+    if not isinstance(value, (tuple, list)) or any(_integer(0)(v) for v in value):
+        return "expected a tuple of class ids (integers >= 0), possibly empty"
+
+
 def _votes(value):
     if (not isinstance(value, (tuple, list)) or len(value) != 2
             or any(_integer(1)(v) for v in value)):
@@ -101,7 +106,8 @@ SHARED_FIELDS = {
 #: Run options of one model family that are not constructor arguments (top level of its config).
 RUN_OPTIONS = {
     "m1m2": {"m1_epochs": _integer(1)},
-    "mlvae": {"groups_per_batch": _integer(1), "group_size": _integer(1), "variable_group_sizes": _boolean},
+    "mlvae": {"groups_per_batch": _integer(1), "group_size": _integer(1), "variable_group_sizes": _boolean,
+              "held_out_classes": _classes},
     "cascade_vae": {"steps_per_epoch": _integer(1), "eval_samples": _integer(2), "factor_vae_votes": _votes,
                     "factor_vae_samples_per_value": _integer(0)},
 }
@@ -201,6 +207,9 @@ def validate(config):
                          f"num_labels)")
     if model_class is models.CascadeVAE:
         _check_cascade_run(config)
+    if model_class is models.MLVAE and config.group_size > config.batch_size:
+        raise ValueError(f"group_size: a group of {config.group_size} examples is larger than a batch "
+                         f"(batch_size={config.batch_size}); its members must fit in one batch to share a content")
 
 
 def _check_cascade_run(config):
@@ -289,12 +298,19 @@ def _train_semi_supervised(config, model, source, model_dir, train_config):
     }
 
 
+def grouped_batches(config, source):
+    """The ML-VAE's training batches: groups by the training labels, from the classes not held out."""
+    rows = data_lib.training_rows(source.train_labels, config.held_out_classes, source.num_classes)
+    return data_lib.GroupedSource(source.train_images[rows], source.train_labels[rows], config.groups_per_batch,
+                                  config.group_size, config.seed, config.variable_group_sizes)
+
+
 def _train_grouped(config, model, source, model_dir, train_config):
     """Groups by the training labels, training, and the ML-VAE evaluation on test data."""
-    batches = data_lib.GroupedSource(source.train_images, source.train_labels, config.groups_per_batch,
-                                     config.group_size, config.seed, config.variable_group_sizes)
+    batches = grouped_batches(config, source)
     summary = training.train(model, batches, model_dir, train_config)
-    return summary, evaluation.mlvae_report(model, source, config.seed)
+    return summary, evaluation.mlvae_report(model, source, config.seed,
+                                            held_out_classes=tuple(config.held_out_classes))
 
 
 def _train_sprites(config, model, source, model_dir, train_config):
@@ -449,6 +465,8 @@ def _run_locked(config, name, model_class, model_dir, export_base):
         num_examples = len(source.train_images) - _validation_size(config, source)
         model = build_model(config, source.image_shape, source.num_classes, num_examples)
         train = _train_semi_supervised if model.has_classifier else _train_grouped
+        if model_class is models.MLVAE:  # a held-out class the data lack is refused before anything is written
+            data_lib.training_rows(source.train_labels, config.held_out_classes, source.num_classes)
     _write_model_json(model_dir, config, model)
     train_config = training.TrainConfig(
         epochs=config.epochs, learning_rate=config.learning_rate, jit_compile=config.jit_compile,

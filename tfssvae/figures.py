@@ -180,3 +180,75 @@ def line_chart(path, steps, series, title="", y_range=(0.0, 1.0), size=(640, 400
         draw.text((right - 125, top + 6 + 16 * i), name, fill="black")
     image.save(path)
     return path
+
+
+#: Point colours of ``pca_scatter`` (RGB), one a class, in order (the usual ten-colour palette).
+CLASS_COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+                 (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
+
+
+def principal_components(codes, num_components=2):
+    """Projects ``codes`` [n, D] on their first ``num_components`` principal axes: [n, num_components].
+
+    Centred, then numpy's SVD; each axis's sign is fixed so that its largest loading is
+    positive (the figure does not flip between runs).  Codes of fewer dimensions are padded
+    with zero columns.
+    """
+    codes = np.asarray(codes, np.float64)
+    if codes.ndim != 2 or len(codes) < 2:
+        raise ValueError(f"codes: expected [n >= 2, dims], received shape {codes.shape}")
+    centred = codes - codes.mean(axis=0)
+    _, _, axes = np.linalg.svd(centred, full_matrices=False)
+    axes = axes[:num_components]
+    axes *= np.sign(axes[np.arange(len(axes)), np.abs(axes).argmax(axis=1)])[:, None]
+    projected = centred @ axes.T
+    return np.pad(projected, ((0, 0), (0, num_components - projected.shape[1])))
+
+
+def pca_scatter(path, panels, labels, class_names=None, panel_size=360):
+    """Writes a PNG of side-by-side scatter plots of codes on their first two principal axes.
+
+    Args:
+      path: the PNG's path.
+      panels: dict title -> codes ``[n, D]`` (e.g. ``{"content": ..., "style": ...}``), all
+        of the same ``n`` examples.
+      labels: int ``[n]`` class of each example, which colours its point (at most 10 classes).
+      class_names: optional legend names, one a class.
+      panel_size: width and height of a panel in pixels.
+
+    Returns ``path``.
+    """
+    from PIL import ImageDraw
+
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not len(labels):
+        raise ValueError(f"labels: expected a non-empty vector, received shape {labels.shape}")
+    classes = np.unique(labels)
+    if len(classes) > len(CLASS_COLOURS) or classes.min() < 0 or classes.max() >= len(CLASS_COLOURS):
+        raise ValueError(f"labels: expected classes in 0..{len(CLASS_COLOURS) - 1}, received {classes.tolist()}")
+    for title, codes in panels.items():
+        if len(codes) != len(labels):
+            raise ValueError(f"panels[{title!r}]: {len(codes)} codes for {len(labels)} labels")
+    legend = 120
+    margin, header = 10, 24
+    image = Image.new("RGB", (len(panels) * (panel_size + margin) + margin + legend, panel_size + header + margin),
+                      "white")
+    draw = ImageDraw.Draw(image)
+    for i, (title, codes) in enumerate(panels.items()):
+        points = principal_components(codes)
+        low, high = points.min(axis=0), points.max(axis=0)
+        span = np.where(high > low, high - low, 1.0)
+        left, top = margin + i * (panel_size + margin), header
+        draw.rectangle([left, top, left + panel_size, top + panel_size], outline="black")
+        draw.text((left, 6), f"{title}: first two principal components", fill="black")
+        pixels = 4 + (points - low) / span * (panel_size - 8)
+        for n in np.random.default_rng(0).permutation(len(labels)):  # no class drawn wholly on top
+            x, y = left + pixels[n, 0], top + panel_size - pixels[n, 1]
+            draw.ellipse([x - 1.5, y - 1.5, x + 1.5, y + 1.5], fill=CLASS_COLOURS[int(labels[n])])
+    left = margin + len(panels) * (panel_size + margin)
+    for k in classes:
+        y = header + 6 + 16 * int(k)
+        draw.rectangle([left, y, left + 10, y + 10], fill=CLASS_COLOURS[int(k)])
+        draw.text((left + 16, y), class_names[int(k)] if class_names else f"class {int(k)}", fill="black")
+    image.save(path)
+    return path

@@ -15,5 +15,6 @@ def get_config(variant=None):
         groups_per_batch=16,  # groups G in a batch
         group_size=5,  # members K of a group (the largest with variable sizes)
         variable_group_sizes=False,  # group sizes drawn from 1..K
+        held_out_classes=(),  # classes whose examples never reach training (unseen groups at evaluation)
     )
     return base.apply_variant(config, variant, VARIANTS, "mlvae.py")

@@ -6,6 +6,7 @@ Batches are dicts ``{"x": float32 [batch, height, width, channels], "y": int32
 """
 from tfssvae.data.groups import GroupedSource
 from tfssvae.data.groups import make_groups
+from tfssvae.data.groups import training_rows
 from tfssvae.data.pipeline import SemiSupervisedSource
 from tfssvae.data.pipeline import evaluation_batches
 from tfssvae.data.pipeline import semi_supervised_batches
@@ -28,6 +29,7 @@ __all__ = [
     "SemiSupervisedSource",
     "GroupedSource",
     "make_groups",
+    "training_rows",
     "evaluation_batches",
     "steps_per_epoch",
 ]

@@ -15,6 +15,36 @@ import tensorflow as tf
 from tfssvae.data.validation import check_images, check_int, label_vector
 
 
+def training_rows(labels, held_out_classes, num_classes):
+    """Rows of the examples whose class is not held out of training (unseen groups).
+
+    Args:
+      labels: int ``[N]`` class of each example.
+      held_out_classes: classes whose examples never reach training; may be empty.
+      num_classes: classes of the data, for the error message.
+
+    Returns:
+      int64 ``[M]`` row indices, in order, of the examples of the other classes.
+
+    Raises:
+      ValueError: a held-out class the data do not have, a class listed twice, or every
+        class but one (or all) held out, which leaves no two groups to contrast.
+    """
+    labels = label_vector(labels, "labels")
+    held_out = [check_int(c, "held_out_classes", 0) for c in held_out_classes]
+    present = set(np.unique(labels).tolist())
+    missing = sorted(set(held_out) - present)
+    if missing:
+        raise ValueError(f"held_out_classes: the data have no class {missing} (their {num_classes} classes are "
+                         f"{sorted(present)}); received {tuple(held_out)}")
+    if len(set(held_out)) != len(held_out):
+        raise ValueError(f"held_out_classes: a class is listed twice in {tuple(held_out)}")
+    if len(present) - len(held_out) < 2:
+        raise ValueError(f"held_out_classes: {tuple(held_out)} leave fewer than two of the {len(present)} classes "
+                         f"to train on")
+    return np.flatnonzero(~np.isin(labels, held_out))
+
+
 def make_groups(group_column, group_size, rng, variable_sizes=False):
     """Splits examples into groups that share a ``group_column`` value.
 
@@ -57,6 +87,11 @@ class GroupedSource:
         self.groups_per_batch = check_int(groups_per_batch, "groups_per_batch", 1)
         self.group_size = check_int(group_size, "group_size", 1)
         self.seed, self.variable_sizes = int(seed), bool(variable_sizes)
+        values = np.unique(self.group_column)
+        if len(values) < 2:
+            # One value makes every group alike: the content has nothing to tell apart.
+            raise ValueError(f"group_column: expected at least two distinct values (groups of different content), "
+                             f"received only {values.tolist()}")
         # Every epoch has the same number of steps (resuming counts on it): the fewest groups
         # any epoch can make, floor(n / K) per value for fixed sizes, ceil(n / K) for variable ones.
         counts = np.unique(self.group_column, return_counts=True)[1]
