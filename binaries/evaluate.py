@@ -32,6 +32,8 @@ flags.DEFINE_integer("factor_vae_samples_per_value", None,
 flags.DEFINE_bool("learning_curve", False,
                   "cascade_vae: evaluate every checkpoint the run kept (keep_checkpoints=0 keeps them all) and "
                   "write learning_curve.json and learning_curve.png to --output_dir.")
+flags.DEFINE_integer("curve_points", 10, "cascade_vae --learning_curve: evaluate this many checkpoints, evenly "
+                     "spaced, the last included (0: all).")
 FLAGS = flags.FLAGS
 
 
@@ -95,6 +97,12 @@ def cascade_learning_curve(model, settings):
     paths = list(state.all_model_checkpoint_paths) if state else []
     if not paths:
         fail(f"{FLAGS.model_dir}/checkpoints holds no checkpoint")
+    if FLAGS.curve_points < 0:
+        fail(f"--curve_points: expected 0 (all) or a positive number, received {FLAGS.curve_points}")
+    if 0 < FLAGS.curve_points < len(paths):
+        # Evenly spaced from the end, so the final weights are always a point.
+        picks = np.round(np.linspace(len(paths) - 1, 0, FLAGS.curve_points)).astype(int)
+        paths = [paths[i] for i in sorted(set(picks.tolist()))]
     points = []
     for i, path in enumerate(paths):
         tf.train.Checkpoint(model=model).restore(path).expect_partial().assert_existing_objects_matched()
