@@ -43,7 +43,10 @@ def test_fashion_mnist_variants_change_only_the_dataset_and_batches(name):
     assert fashion["dataset"] == "idx:/usr/share/datasets/fashion-mnist"
     batches = ("batch_size", "labelled_batch_size")
     if name != "mlvae":  # the semi-supervised models' measured batches (configs/base.py)
+        # 200 unlabelled and a tenth of the labels (rounded up) labelled, following num_labels.
         assert (fashion["batch_size"], fashion["labelled_batch_size"]) == (210, 10)
+        more = configs.get(f"{name}:fashion_mnist", {"num_labels": 995})
+        assert (more.batch_size, more.labelled_batch_size) == (300, 100)
     same = {key: value for key, value in fashion.items() if key != "dataset" and key not in batches}
     assert same == {key: value for key, value in base.items() if key != "dataset" and key not in batches}
 
@@ -162,6 +165,17 @@ def test_command_line_overrides_and_a_flagfile_reach_the_model(tmp_path):
     assert run_config["model"]["hidden_units"] == [8, 4]
     assert run_config["model_dir"] == str(tmp_path / "run")
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["num_labels"] == 20
+
+
+def test_the_fashion_mnist_labelled_share_follows_num_labels_on_the_command_line(tmp_path):
+    # The variant's batch rule on the digits (Fashion-MNIST need not be installed): 30 labels, 3 a batch.
+    done = train_binary("--config=tfssvae/configs/m2.py:fashion_mnist", "--config.dataset=digits",
+                        "--config.num_labels=30", "--config.epochs=1", "--config.model.hidden_units=(8,)",
+                        "--config.model.latent_dim=2", f"--config.model_dir={tmp_path / 'run'}",
+                        "--config.export=false", "--config.verbose=0")
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_config = json.loads((tmp_path / "run" / "model.json").read_text())["run_config"]
+    assert (run_config["num_labels"], run_config["labelled_batch_size"], run_config["batch_size"]) == (30, 3, 203)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -123,10 +123,11 @@ def test_importance_sampled_log_q_y_converges_to_the_exact_value():
     assert errors[1] > 5 * errors[10000]
 
 
-def m2_and_ssdgm_with_the_same_networks():
+def m2_and_ssdgm_with_the_same_networks(kl_z_weight=1.0):
     keras.utils.set_random_seed(2)
-    ssdgm = models.SSDGMMnist((4, 4, 1), 3, latent_dim=2, hidden_units=(8,), alpha=0.5)
-    m2 = models.M2((4, 4, 1), 3, latent_dim=2, hidden_units=(8,), alpha=0.5)
+    options = dict(latent_dim=2, hidden_units=(8,), alpha=0.5, kl_z_weight=kl_z_weight)
+    ssdgm = models.SSDGMMnist((4, 4, 1), 3, **options)
+    m2 = models.M2((4, 4, 1), 3, **options)
     for network in ("classifier", "encoder_trunk", "class_embedding", "encoder_head", "decoder_network"):
         getattr(m2, network).set_weights(getattr(ssdgm, network).get_weights())
     return m2, ssdgm
@@ -136,19 +137,20 @@ def normal_log_density(z, mean, scale):
     return np.sum(-0.5 * ((z - mean) / scale) ** 2 - np.log(scale) - 0.5 * math.log(2 * math.pi), axis=-1)
 
 
-@pytest.mark.parametrize("analytic_kl", [True, False])
+@pytest.mark.parametrize("analytic_kl, kl_z_weight", [(True, 1.0), (False, 1.0), (True, 3.0)])
 @pytest.mark.parametrize("labelled", [True, False])
-def test_the_general_objective_agrees_with_the_dedicated_m2_bound(labelled, analytic_kl):
+def test_the_general_objective_agrees_with_the_dedicated_m2_bound(labelled, analytic_kl, kl_z_weight):
     """With the same noise, the graph objective of ssdgm_mnist (class enumerated, S = 1) is
     M2's labelled bound L(x, y) + alpha log q(y | x), or M2's U(x): exactly M2's bound with
-    the analytic KL of z, or with its single-sample estimate when analytic_kl is False."""
-    m2, ssdgm = m2_and_ssdgm_with_the_same_networks()
+    the analytic KL of z (weighted alike by kl_z_weight), or with its single-sample estimate
+    when analytic_kl is False."""
+    m2, ssdgm = m2_and_ssdgm_with_the_same_networks(kl_z_weight)
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(5, 4, 4, 1)).astype("float32")
     y = rng.integers(0, 3, 5).astype("int32")
     result = objectives.partially_supervised_bound(
         ssdgm.encode_graph, ssdgm.decode_graph, x, {"y": (y, tf.fill([5], labelled))}, alpha=0.5,
-        enumerate=("y", 3), analytic_kl=analytic_kl)
+        enumerate=("y", 3), analytic_kl=analytic_kl, kl_weights={"z": kl_z_weight} if kl_z_weight != 1 else None)
     # The encoder's rows are the K = 3 copies of the batch, row k * 5 + b.
     q_z = result["q"].records["z"].distribution
     z = result["q"]["z"].numpy()
@@ -217,3 +219,7 @@ def test_objective_reports_misuse_clearly():
         objectives.partially_supervised_bound(model.encode, model.decode, x, {"y": (y, tf.ones([4, 1], tf.bool))})
     with pytest.raises(ValueError, match="variant"):
         objectives.partially_supervised_bound(model.encode, model.decode, x, variant="mean")
+    with pytest.raises(ValueError, match=r"kl_weights: \['w'\] are not latent variables"):
+        objectives.partially_supervised_bound(model.encode, model.decode, x, kl_weights={"w": 2.0})
+    with pytest.raises(ValueError, match="kl_weights: .* need the analytic KL"):
+        objectives.partially_supervised_bound(model.encode, model.decode, x, variant="iw", kl_weights={"z": 2.0})

@@ -69,6 +69,7 @@ def test_ssdgm_options_give_finite_losses(options):
 @pytest.mark.parametrize("options, match", [
     (dict(discrete="sample"), "discrete"), (dict(variant="mean"), "variant"),
     (dict(num_samples=0), "S >= 1"), (dict(network="rnn"), "network"), (dict(gamma=-1.0), "gamma"),
+    (dict(kl_z_weight=2.0, variant="iw"), "kl_z_weight: 2.0 needs the analytic KL"),
 ])
 def test_bad_ssdgm_options_are_value_errors(options, match):
     with pytest.raises(ValueError, match=match):

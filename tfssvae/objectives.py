@@ -153,16 +153,22 @@ def _tile_rows(tensor, copies):
     return tf.tile(tensor, tf.concat([[copies], tf.ones([tf.rank(tensor) - 1], tf.int32)], axis=0))
 
 
-def latent_log_ratio(q, p, analytic_kl=True):
+def latent_log_ratio(q, p, analytic_kl=True, kl_weights=None):
     """log p - log q of the latent variables of two traces, ``[rows]``, with analytic KLs where they exist.
 
     For a variable that is latent in ``q`` (never observed) and whose pair of densities
     has a registered ``tfd.kl_divergence`` (Normal against Normal, ...), the single-sample
     ``log p(v) - log q(v)`` is replaced by its expectation ``-KL(q(v) || p(v))``: the same
     bound in expectation, with less variance (this is how M2's bound treats z).
+    ``kl_weights`` ({name: beta}) multiplies such a variable's KL by beta (a beta-VAE's
+    weight; 1 is the bound); a weighted variable must have an analytic KL.
     """
+    kl_weights = dict(kl_weights or {})
     log_ratio = p.log_prob_sum() - q.log_prob_sum()
     if not analytic_kl:
+        if kl_weights:
+            raise ValueError(f"kl_weights: {sorted(kl_weights)} need the analytic KL (analytic_kl=True, the "
+                             f"weighted variant)")
         return log_ratio
     for name, record in q.records.items():
         if record.kind != "latent" or name not in p:
@@ -170,13 +176,18 @@ def latent_log_ratio(q, p, analytic_kl=True):
         try:
             kl = tfd.kl_divergence(record.distribution, p.records[name].distribution)
         except NotImplementedError:
+            if name in kl_weights:
+                raise ValueError(f"kl_weights: {name!r} has no analytic KL to weight") from None
             continue
-        log_ratio = log_ratio - (p.records[name].log_prob - record.log_prob) - kl
+        log_ratio = log_ratio - (p.records[name].log_prob - record.log_prob) - kl_weights.pop(name, 1.0) * kl
+    if kl_weights:
+        raise ValueError(f"kl_weights: {sorted(kl_weights)} are not latent variables of both traces")
     return log_ratio
 
 
 def partially_supervised_bound(encode, decode, x, supervision=None, num_samples=1, alpha=0.1,
-                               variant="weighted", enumerate=None, temperature=0.66, analytic_kl=True):
+                               variant="weighted", enumerate=None, temperature=0.66, analytic_kl=True,
+                               kl_weights=None):
     """The semi-supervised objective of Siddharth et al. (2017) for any encoder/decoder graph.
 
     Every example is drawn ``num_samples`` times (times K if a discrete variable is
@@ -208,6 +219,8 @@ def partially_supervised_bound(encode, decode, x, supervision=None, num_samples=
       analytic_kl: in the weighted variant, use KL(q || p) in closed form for latent
         variables whose pair of densities has one (``latent_log_ratio``); the iw variant
         needs the sampled density ratio and always uses it.
+      kl_weights: ``{name: beta}`` weights of latent variables' analytic KLs
+        (``latent_log_ratio``); None: the bound.
 
     Returns:
       dict of ``[batch]`` tensors: ``bound``, ``classification`` (log q^(y | x)),
@@ -251,7 +264,7 @@ def partially_supervised_bound(encode, decode, x, supervision=None, num_samples=
         return tf.reshape(t, [copies, batch])
 
     zeros = tf.zeros([copies * batch])
-    log_ratio = grid(latent_log_ratio(q, p, analytic_kl and variant == "weighted"))
+    log_ratio = grid(latent_log_ratio(q, p, analytic_kl and variant == "weighted", kl_weights))
     log_w = grid(tf.add_n([zeros] + [
         tf.where(r.observed, r.log_prob, 0.0) for r in q.records.values() if r.observed is not None
     ]))

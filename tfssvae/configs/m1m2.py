@@ -2,7 +2,7 @@
 ``epochs``; on the embedded digits; variant ``fashion_mnist``."""
 from tfssvae.configs import base
 
-VARIANTS = {"fashion_mnist": dict(dataset=base.FASHION_MNIST, **base.FASHION_MNIST_BATCHES)}
+VARIANTS = {"fashion_mnist": base.fashion_mnist}
 
 
 def get_config(variant=None):

@@ -2,13 +2,14 @@
 objective; on the embedded digits; variant ``fashion_mnist``."""
 from tfssvae.configs import base
 
-VARIANTS = {"fashion_mnist": dict(dataset=base.FASHION_MNIST, **base.FASHION_MNIST_BATCHES)}
+VARIANTS = {"fashion_mnist": base.fashion_mnist}
 
 
 def get_config(variant=None):
     config = base.run_config(
         model=dict(name="ssdgm_mnist", latent_dim=50, hidden_units=(500,), activation="softplus",
                    likelihood="bernoulli", alpha=0.1, network="mlp",
+                   kl_z_weight=1.0,  # weight of KL(q(z | x, y) || p(z)); 1: the bound
                    gamma=1.0,  # weight of the supervised examples' bounds
                    num_samples=1,  # S, samples of z per example
                    variant="weighted",  # "weighted" (the paper's estimator) or "iw" (log-mean-exp)

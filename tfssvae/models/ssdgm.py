@@ -45,6 +45,9 @@ class SSDGM(M2):
             raise ValueError(f"num_samples: expected S >= 1, received {num_samples}")
         if gamma < 0:
             raise ValueError(f"gamma: expected a non-negative weight, received {gamma}")
+        if self.kl_z_weight != 1.0 and variant != "weighted":
+            raise ValueError(f"kl_z_weight: {self.kl_z_weight} needs the analytic KL of z, which the "
+                             f"{variant!r} variant does not use; use variant='weighted' or kl_z_weight=1")
         self.graph_options = dict(gamma=float(gamma), num_samples=int(num_samples), variant=variant,
                                   discrete=discrete, temperature=float(temperature))
 
@@ -71,6 +74,7 @@ class SSDGM(M2):
             x, supervision={"y": (batch["y"], batch["y_mask"])}, num_samples=options["num_samples"],
             alpha=self.classification_weight, variant=options["variant"], temperature=options["temperature"],
             enumerate=("y", self.num_classes) if options["discrete"] == "enumerate" else None,
+            kl_weights={"z": self.kl_z_weight} if self.kl_z_weight != 1.0 else None,
         )
         supervised = result["supervised"]
         example_weights = tf.where(supervised, options["gamma"], 1.0)
