@@ -38,6 +38,8 @@ class MLVAE(GenerativeModel):
       group_method: ``"product"`` (ML-VAE), ``"average"`` or ``"geometric"`` (for comparison).
       include_prior: multiply the prior into the group posterior as one more factor.
       content_per_observation: sample the group content once per member instead of once per group.
+      kl_style_weight: the weight beta of the style KL in the training loss (1: the ELBO; above 1
+        the style pays more for what it holds, as in a beta-VAE).  The reported terms stay unweighted.
     """
 
     loss_names = ("loss", "reconstruction", "kl_content", "kl_style")
@@ -45,12 +47,14 @@ class MLVAE(GenerativeModel):
 
     def __init__(self, input_shape, num_classes, content_dim=10, style_dim=10, network="mlp",
                  hidden_units=(500,), activation="softplus", likelihood="bernoulli", group_method="product",
-                 include_prior=False, content_per_observation=False, **kwargs):
+                 include_prior=False, content_per_observation=False, kl_style_weight=1.0, **kwargs):
         super().__init__(input_shape, num_classes, **kwargs)
         if network not in NETWORKS:
             raise ValueError(f"network: expected one of {NETWORKS}, received {network!r}")
         if group_method not in grouping.METHODS:
             raise ValueError(f"group_method: expected one of {grouping.METHODS}, received {group_method!r}")
+        if not float(kl_style_weight) > 0:
+            raise ValueError(f"kl_style_weight: expected a positive number, received {kl_style_weight!r}")
         if min(int(content_dim), int(style_dim)) < 1:
             raise ValueError(f"content_dim and style_dim: expected positive sizes, received {content_dim}, {style_dim}")
         self._config = dict(
@@ -58,6 +62,7 @@ class MLVAE(GenerativeModel):
             style_dim=int(style_dim), network=network, hidden_units=tuple(int(h) for h in hidden_units),
             activation=activation, likelihood=likelihood, group_method=group_method,
             include_prior=bool(include_prior), content_per_observation=bool(content_per_observation),
+            kl_style_weight=float(kl_style_weight),
         )
         self.content_dim, self.style_dim = int(content_dim), int(style_dim)
         self.likelihood = observation_layer(likelihood, self.data_shape)
@@ -119,7 +124,7 @@ class MLVAE(GenerativeModel):
         kl_style = tf.reduce_sum(tfd.kl_divergence(q_style, self.prior_style)) / num_groups
         reconstruction = -tf.reduce_sum(log_likelihood) / num_groups
         losses = {
-            "loss": reconstruction + kl_content + kl_style,
+            "loss": reconstruction + kl_content + self._config["kl_style_weight"] * kl_style,
             "reconstruction": reconstruction,
             "kl_content": kl_content,
             "kl_style": kl_style,
