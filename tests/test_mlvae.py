@@ -222,3 +222,15 @@ def test_principal_components_find_the_axis_of_most_variance_and_the_scatter_is_
     assert set(figures.CLASS_COLOURS[:2]) <= colours  # both classes' points are drawn
     with pytest.raises(ValueError, match="panels\\['style'\\]: 5 codes for 300 labels"):
         figures.pca_scatter(str(tmp_path / "x.png"), {"style": codes[:5]}, labels)
+
+
+def test_the_style_kl_weight_weights_only_the_style_term_of_the_loss():
+    model = tiny_mlvae(kl_style_weight=3.0)
+    losses, _ = model.compute_losses(mixed_size_batch())
+    # The loss is the sum of the reported terms with the style KL tripled (float32 sums of ~50 nats).
+    expected = losses["reconstruction"] + losses["kl_content"] + 3.0 * losses["kl_style"]
+    np.testing.assert_allclose(float(losses["loss"]), float(expected), rtol=1e-5)
+    assert float(losses["kl_style"]) > 0.01  # so the weight makes a difference
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="kl_style_weight: expected a positive number"):
+            tiny_mlvae(kl_style_weight=bad)
