@@ -21,7 +21,8 @@ flags.DEFINE_string("saved_model", None, "A SavedModel version directory written
 flags.DEFINE_string("model_dir", None, "A training run's model directory (any model; ML-VAE needs this).")
 flags.DEFINE_string("dataset", "digits", "Data source whose test split is evaluated.")
 flags.DEFINE_string("data_dir", None, "TFDS data directory for 'tfds:' sources.")
-flags.DEFINE_string("output_dir", None, "Where figures go (ML-VAE); default <model_dir>/figures.")
+flags.DEFINE_string("output_dir", None,
+                    "Where figures go (ML-VAE; CascadeVAE with --learning_curve); default <model_dir>/figures.")
 flags.DEFINE_integer("batch_size", 1000, "Evaluation batch size.")
 flags.DEFINE_integer("seed", 0, "Seed of the evaluation's random choices.")
 # cascade_vae evaluation settings: by default the run's own (its model.json), else tfssvae/configs/cascade_vae.py's.
@@ -64,14 +65,26 @@ def evaluate_saved_model(source):
             "test_error": float(np.mean(predicted != source.test_labels))}
 
 
+def run_config():
+    """The resolved config the run in --model_dir was trained with (its model.json)."""
+    with open(os.path.join(FLAGS.model_dir, "model.json")) as f:
+        return json.load(f).get("run_config", {})
+
+
+def figures_dir():
+    """--output_dir, else <model_dir>/figures; created."""
+    output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, "figures")
+    os.makedirs(output_dir, exist_ok=True)
+    return output_dir
+
+
 def cascade_settings():
     """The cascade evaluation's settings: flags, else the run's config, else the package config."""
     from tfssvae import configs
 
-    with open(os.path.join(FLAGS.model_dir, "model.json")) as f:
-        run_config = json.load(f).get("run_config", {})
+    trained_with = run_config()
     package = configs.get("cascade_vae")
-    settings = {key: run_config.get(key, package[key])
+    settings = {key: trained_with.get(key, package[key])
                 for key in ("eval_samples", "factor_vae_votes", "factor_vae_samples_per_value")}
     if FLAGS.eval_samples is not None:
         settings["eval_samples"] = FLAGS.eval_samples
@@ -112,8 +125,7 @@ def cascade_learning_curve(model, settings):
         points.append({"step": step, **report})
         print(f"checkpoint {i + 1}/{len(paths)}, step {step}: FactorVAE {report['factor_vae_score']:.3f}, "
               f"MIG {report['mig']:.3f}, shape accuracy {report['shape_accuracy']:.3f}", file=sys.stderr)
-    output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, "figures")
-    os.makedirs(output_dir, exist_ok=True)
+    output_dir = figures_dir()
     with open(os.path.join(output_dir, "learning_curve.json"), "w") as f:
         json.dump(points, f, indent=2)
     chart = figures.line_chart(
@@ -144,12 +156,10 @@ def evaluate_run(source):
     if model.has_classifier:
         return {"model_dir": FLAGS.model_dir, "model": name,
                 "test_error": metrics.classification_error(model, source.test_images, source.test_labels)}
-    with open(os.path.join(FLAGS.model_dir, "model.json")) as f:
-        held_out = tuple(json.load(f).get("run_config", {}).get("held_out_classes", ()))
+    held_out = tuple(run_config().get("held_out_classes", ()))
     report = {"model_dir": FLAGS.model_dir, "model": name,
               **evaluation.mlvae_report(model, source, FLAGS.seed, held_out_classes=held_out)}
-    output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, "figures")
-    os.makedirs(output_dir, exist_ok=True)
+    output_dir = figures_dir()
 
     def encode(images):
         code = model.encode(images)

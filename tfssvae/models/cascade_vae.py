@@ -129,7 +129,8 @@ class CascadeVAE(GenerativeModel):
         self._config = dict(
             input_shape=self.data_shape, num_classes=self.num_classes, latent_dim=int(latent_dim),
             discrete_size=int(discrete_size), beta_h=float(beta_h), beta_l=float(beta_l),
-            relieve_at=relieve_at, assign_start=None if assign_start is None else int(assign_start), pair_penalty=float(pair_penalty),
+            relieve_at=relieve_at, assign_start=None if assign_start is None else int(assign_start),
+            pair_penalty=float(pair_penalty),
             solver=solver, filters=tuple(filters), dense_units=int(dense_units),
             decoder_filters=tuple(decoder_filters), l2_weight=float(l2_weight),
         )

@@ -218,7 +218,8 @@ class M2(GenerativeModel):
             "reconstruction": tf.reduce_mean(reconstruction),
             "kl_z": tf.reduce_mean(kl_z),
             # KL(weights || uniform p(y)): the rest of -bound.
-            "kl_y": -tf.reduce_mean(bound) - tf.reduce_mean(reconstruction) - self.kl_z_weight * tf.reduce_mean(kl_z),
+            "kl_y": (-tf.reduce_mean(bound) - tf.reduce_mean(reconstruction)
+                     - self.kl_z_weight * tf.reduce_mean(kl_z)),
             "classification": classification,
         }
         return losses, tf.nn.softmax(logits)
