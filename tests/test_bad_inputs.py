@@ -128,6 +128,13 @@ def test_evaluate_refuses_a_directory_without_a_saved_model(tmp_path):
     assert "holds no SavedModel" in completed.stderr and "Traceback" not in completed.stderr
 
 
+def test_evaluate_refuses_a_learning_curve_of_a_model_that_is_not_cascade_vae(m2_run):
+    completed = run_binary("binaries.evaluate", f"--model_dir={m2_run[0].model_dir}", "--dataset=digits",
+                           "--learning_curve")
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    assert "--learning_curve is for cascade_vae runs" in completed.stderr and "Traceback" not in completed.stderr
+
+
 # --- flags and data ------------------------------------------------------------------------
 
 def write_idx(path, array):

@@ -318,3 +318,11 @@ def test_cascade_runs_end_to_end(tmp_path):
     for key in ("factor_vae_score", "mig", "shape_accuracy"):
         assert points[-1][key] == pytest.approx(report[key], abs=1e-6)
     assert (tmp_path / "f" / "learning_curve.png").stat().st_size > 1000
+
+    negative = subprocess.run(
+        [sys.executable, "-m", "binaries.evaluate", f"--model_dir={tmp_path / 'm'}", "--dataset=sprites",
+         "--learning_curve", "--curve_points=-1"],
+        capture_output=True, text=True, env=env, timeout=300,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert negative.returncode == 2 and "--curve_points: expected 0 (all) or a positive number" in negative.stderr
+    assert "Traceback" not in negative.stderr
