@@ -19,7 +19,9 @@ one seed at a time, one process:
 
 A line per (variant, system, seed) is appended to ``--results`` as it finishes; a rerun skips
 the lines already there with the same settings.  The table (mean +- s.d. over seeds) is
-printed at the end.
+printed at the end.  ``--reevaluate`` trains nothing: it restores the ML-VAE runs of the
+lines already there (their ``model_dir``) and replaces their figures with the current
+``evaluation.mlvae_report``'s (e.g. after a change to the n-shot estimate).
 """
 import json
 import os
@@ -43,6 +45,8 @@ flags.DEFINE_multi_string("set", [], "Config changes as field=python-literal, e.
 flags.DEFINE_string("work_dir", "/tmp/tfssvae_benchmarks/mlvae", "Model directories go here.")
 flags.DEFINE_string("results", "benchmarks/results_issue10.jsonl", "One JSON line per run.")
 flags.DEFINE_bool("table_only", False, "Print the table of --results and stop.")
+flags.DEFINE_bool("reevaluate", False, "Re-evaluate the ML-VAE runs of --results' lines (of --variant, "
+                  "--systems and --seeds) from their model directories; train nothing.")
 FLAGS = flags.FLAGS
 
 
@@ -129,6 +133,25 @@ def _dig(row, path):
     return row
 
 
+def reevaluate(rows):
+    """Replaces the figures of the chosen ML-VAE lines by a new evaluation of their saved runs."""
+    from tfssvae import export
+
+    seeds = set(map(int, FLAGS.seeds))
+    for row in rows:
+        if row["variant"] != FLAGS.variant or row["system"] not in FLAGS.systems or row["seed"] not in seeds \
+                or row["system"] == "plain_vae":
+            continue
+        config = config_of(row["system"], row["seed"])
+        _, model = export.restore_run(config.model_dir)
+        source = data_lib.load_source(config.dataset, config.data_dir)
+        row.update(evaluation.mlvae_report(model, source, config.seed,
+                                           held_out_classes=tuple(config.held_out_classes)))
+        print(f"{FLAGS.variant or 'digits'} {row['system']} seed {row['seed']}: re-evaluated", flush=True)
+    with open(FLAGS.results, "w") as f:
+        f.writelines(json.dumps(row, default=str) + "\n" for row in rows)
+
+
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
@@ -136,7 +159,13 @@ def main(argv):
     if os.path.exists(FLAGS.results):
         with open(FLAGS.results) as f:
             rows = [json.loads(line) for line in f if line.strip()]
-    if not FLAGS.table_only:
+    if FLAGS.reevaluate:
+        try:
+            reevaluate(rows)
+        except ValueError as error:
+            print(f"mlvae_results: error: {error}", file=sys.stderr)
+            sys.exit(2)
+    elif not FLAGS.table_only:
         unknown = set(FLAGS.systems) - set(SYSTEMS)
         if unknown:
             print(f"mlvae_results: error: --systems: unknown {sorted(unknown)}; known {SYSTEMS}", file=sys.stderr)
