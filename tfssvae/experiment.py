@@ -21,9 +21,10 @@ import tensorflow as tf
 
 from tfssvae import data as data_lib
 from tfssvae import export as export_lib
-from tfssvae.data import sprites
+from tfssvae.data import faces, sprites
 from tfssvae import configs, evaluation, metrics, models, training
 from tfssvae.models import cascade_vae
+from tfssvae.models import faces as faces_model
 
 #: Constructor arguments that depend on the data; the experiment fills them in (M1+M2's
 #: ``active_dims`` are chosen from the data by ``freeze_m1``), configs leave them out.
@@ -68,6 +69,16 @@ def _one_of(choices):
     return check
 
 
+def _fraction(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
+        return "expected a fraction in [0, 1]"
+
+
+def _non_negative_number(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
+        return "expected a number >= 0"
+
+
 def _classes(value):
     if not isinstance(value, (tuple, list)) or any(_integer(0)(v) for v in value):
         return "expected a tuple of class ids (integers >= 0), possibly empty"
@@ -110,6 +121,8 @@ RUN_OPTIONS = {
               "held_out_classes": _classes},
     "cascade_vae": {"steps_per_epoch": _integer(1), "eval_samples": _integer(2), "factor_vae_votes": _votes,
                     "factor_vae_samples_per_value": _integer(0)},
+    "faces": {"steps_per_epoch": _integer(1), "identity_supervision": _fraction,
+              "lighting_supervision": _fraction, "noise": _non_negative_number, "test_size": _integer(-1)},
 }
 
 
@@ -207,6 +220,8 @@ def validate(config):
                          f"num_labels)")
     if model_class is models.CascadeVAE:
         _check_cascade_run(config)
+    if model_class is models.FacesModel:  # the held-out pairs must leave some to train on
+        faces.design_split(config.validation_size, config.test_size)
     if model_class is models.MLVAE and config.group_size > config.batch_size:
         raise ValueError(f"group_size: a group of {config.group_size} examples is larger than a batch "
                          f"(batch_size={config.batch_size}); its members must fit in one batch to share a content")
@@ -243,6 +258,10 @@ def _check_cascade_run(config):
 
 def default_model_dir(config):
     dataset = re.sub(r"[^A-Za-z0-9]+", "-", config.dataset).strip("-")
+    if config.model.name == "faces":  # supervised by fractions, not a label count
+        decoder = config.model.get("decoder", "intrinsic")
+        return os.path.join("runs", f"faces_{decoder}_identity{config.identity_supervision:g}_"
+                                    f"lighting{config.lighting_supervision:g}_seed{config.seed}")
     return os.path.join("runs", f"{config.model.name}_{dataset}_{config.num_labels}labels_seed{config.seed}")
 
 
@@ -321,6 +340,40 @@ def _train_sprites(config, model, source, model_dir, train_config):
     return summary, evaluation.cascade_report(model, config.seed, config.eval_samples,
                                               tuple(config.factor_vae_votes), config.factor_vae_samples_per_value,
                                               verbose=bool(config.verbose))
+
+
+def _train_faces(config, model, source, model_dir, train_config):
+    """Procedural faces with per-pair supervision masks, then the held-out errors.
+
+    The training pairs of the design (``faces.design_split``) carry an identity mask and a
+    light mask drawn independently for the seed; the model kept is the one with the lowest
+    identity error on the validation pairs; the errors reported are on the test pairs
+    (images of training identities under lights not shown for them in training).
+    """
+    del source
+    split = faces.design_split(config.validation_size, config.test_size)
+    num_train = len(split["train"])
+    identity_mask = faces.supervision_mask(num_train, config.identity_supervision, [config.seed, 1],
+                                           "identity_supervision")
+    light_mask = faces.supervision_mask(num_train, config.lighting_supervision, [config.seed, 2],
+                                        "lighting_supervision")
+    batches = faces.SupervisedFacesSource(split["train"], identity_mask, light_mask, config.batch_size, config.seed,
+                                          config.steps_per_epoch, noise=config.noise)
+    # Held-out renderings use their own noise seeds, fixed like the split.
+    held_out = {name: faces.render_pairs(split[name], seed, noise=config.noise)
+                for name, seed in (("validation", 1), ("test", 2)) if len(split[name])}
+    validation = (held_out["validation"]["x"], held_out["validation"]["identity"]) if "validation" in held_out \
+        else None
+    summary = training.train(model, batches, model_dir, train_config, validation)
+    measured = {"identity_supervision": config.identity_supervision,
+                "lighting_supervision": config.lighting_supervision,
+                "labelled_identities": int(identity_mask.sum()), "labelled_lights": int(light_mask.sum()),
+                "training_pairs": num_train, "decoder": model.decoder}
+    for name, data in held_out.items():
+        errors = faces_model.heldout_errors(model, data["x"], data["identity"], data["light"])
+        measured.update({f"{name}_{key}": value for key, value in errors.items()})
+        measured[f"{name}_pairs"] = len(data["x"])
+    return summary, measured
 
 
 def _write_json(path, content):
@@ -429,6 +482,9 @@ def run(config):
         raise ValueError(f"dataset: cascade_vae trains on dataset 'sprites' (procedural dSprites) and the other "
                          f"models on image classification data; received model {name!r} with "
                          f"dataset {config.dataset!r}")
+    if (model_class is models.FacesModel) != (config.dataset == "faces"):
+        raise ValueError(f"dataset: faces trains on dataset 'faces' (procedural Yale-B-like faces) and the other "
+                         f"models on their own data; received model {name!r} with dataset {config.dataset!r}")
     # training.train refuses the same; checked here too so that it fails before the data are
     # loaded and before M1+M2 spends its M1 stage (M1 itself compiles).
     if config.jit_compile and model_class.xla_incompatibility:
@@ -459,6 +515,10 @@ def _run_locked(config, name, model_class, model_dir, export_base):
         source = None
         model = build_model(config, sprites.IMAGE_SHAPE, len(sprites.SHAPE_NAMES), None)
         train = _train_sprites
+    elif model_class is models.FacesModel:
+        source = None
+        model = build_model(config, faces.IMAGE_SHAPE, faces.NUM_TRAIN_IDENTITIES, None)
+        train = _train_faces
     else:
         source = data_lib.load_source(config.dataset, config.data_dir)
         # The classifier weight alpha * N / N_labelled counts the images left after validation.

@@ -599,6 +599,182 @@ class FacesSource:
                              identity_seed=self.identity_seed).skip(skip_steps)
 
 
+# ------------------------------------------- semi-supervised training on the design
+
+#: Public names of the tolerances ``check_lights`` applies (the model's in-graph checks
+#: of serving inputs use the same ones).
+UNIT_TOLERANCE = _UNIT_TOLERANCE
+HORIZON_TOLERANCE = _HORIZON_TOLERANCE
+
+
+def check_fraction(value, name):
+    """Checks a supervision fraction: a real number in [0, 1]; returns it as a float.
+
+    Raises:
+        ValueError: naming ``name``, for a bool, a non-number, NaN or a value outside [0, 1].
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                     np.floating)):
+        raise ValueError(f"{name} must be a fraction in [0, 1]; received {value!r}.")
+    value = float(value)
+    if not 0.0 <= value <= 1.0:  # also refuses NaN
+        raise ValueError(f"{name} must be a fraction in [0, 1]; received {value}.")
+    return value
+
+
+def design_split(validation_size, test_size, split_seed=0):
+    """Splits the 38 x 64 (identity, light) pairs of the train design three ways.
+
+    Held-out pairs are images of *training* identities under lights that the training
+    batches never show for that identity (each light is still seen with other
+    identities). The split is a seeded permutation of the 2,432 pairs: ``split_seed`` is
+    not the run seed, so runs with different seeds are scored on the same images.
+
+    Args:
+        validation_size: pairs for model selection, >= 0; -1: a tenth (243).
+        test_size: pairs for the final figures, >= 0; -1: a tenth (243).
+        split_seed: non-negative int.
+
+    Returns:
+        dict of int64 ``[n]`` sorted pair indices into ``design("train")``:
+        ``train``, ``validation`` and ``test`` (disjoint, covering all pairs).
+
+    Raises:
+        ValueError: if a size is below -1 or the held-out pairs leave no training pair.
+    """
+    total = NUM_TRAIN_IDENTITIES * NUM_LIGHTS
+    sizes = []
+    for name, size in (("validation_size", validation_size), ("test_size", test_size)):
+        size = check_int(size, name, -1)
+        sizes.append(total // 10 if size == -1 else size)
+    if sum(sizes) >= total:
+        raise ValueError(
+            f"validation_size and test_size hold out {sizes[0]} + {sizes[1]} of the {total} "
+            f"design pairs, leaving none to train on; received {validation_size} and "
+            f"{test_size}.")
+    order = np.random.default_rng([check_int(split_seed, "split_seed", 0), 12]).permutation(
+        total)
+    validation, test = order[:sizes[0]], order[sizes[0]:sizes[0] + sizes[1]]
+    return {"train": np.sort(order[sizes[0] + sizes[1]:]), "validation": np.sort(validation),
+            "test": np.sort(test)}
+
+
+def supervision_mask(num_examples, fraction, seed, name="fraction"):
+    """Which of ``num_examples`` examples have an observed label: ``round(fraction * n)``
+    of them (at least one when ``fraction > 0``), chosen by ``seed``.
+
+    Exactly that many rather than a coin per example, so that a run's label count is
+    what its config says (1 % of 1,946 pairs is 19 labels, not 19 +- 4).
+
+    Args:
+        num_examples: n >= 1.
+        fraction: in [0, 1].
+        seed: an int or a sequence of ints for ``np.random.default_rng``.
+        name: the argument name to use in error messages.
+
+    Returns:
+        bool ``[n]``.
+    """
+    num_examples = check_int(num_examples, "num_examples", 1)
+    fraction = check_fraction(fraction, name)
+    count = int(round(fraction * num_examples))
+    if fraction > 0:
+        count = max(count, 1)
+    mask = np.zeros(num_examples, dtype=bool)
+    mask[np.random.default_rng(seed).permutation(num_examples)[:count]] = True
+    return mask
+
+
+def render_pairs(pairs, seed, noise=DEFAULT_NOISE, identity_seed=0):
+    """Renders pairs of ``design("train")``: a fixed evaluation set for a seed.
+
+    Args:
+        pairs: int array-like ``[n]`` of indices into ``design("train")``.
+        seed: non-negative int for the noise.
+        noise: pixel noise standard deviation, >= 0.
+        identity_seed: non-negative int.
+
+    Returns:
+        dict: ``x`` float32 ``[n, 64, 64, 1]``, ``identity`` int32 ``[n]``, ``light``
+        float32 ``[n, 3]``.
+    """
+    identities, light_indices = design("train")
+    pairs = np.asarray(pairs, dtype=np.int64)
+    if pairs.ndim != 1 or pairs.size < 1 or pairs.min() < 0 or pairs.max() >= len(identities):
+        raise ValueError(f"pairs must be a non-empty vector of indices in [0, "
+                         f"{len(identities)}); received shape {pairs.shape}.")
+    lights = DESIGN_LIGHTS[light_indices[pairs]]
+    images = render(identities[pairs], lights, identity_seed, noise=noise,
+                    rng=np.random.default_rng([check_int(seed, "seed", 0), 13]))
+    return {"x": images, "identity": identities[pairs].astype(np.int32), "light": lights}
+
+
+class SupervisedFacesSource:
+    """Training batches over some pairs of the design, with fixed supervision masks.
+
+    Every step draws ``batch_size`` of ``pairs`` uniformly (with replacement) and renders
+    them with fresh noise; pair ``i`` always carries ``identity_mask[i]`` and
+    ``light_mask[i]``, so a label that is observed is observed for every rendering of
+    that pair and a pair that is unlabelled never shows its label. Epoch ``e``'s batches
+    depend only on ``(seed, e)`` (resuming replays the batches still to come).
+
+    Batches::
+
+        {"x": float32 [batch, 64, 64, 1], "identity": int32 [batch],
+         "identity_mask": bool [batch], "light": float32 [batch, 3],
+         "light_mask": bool [batch]}
+    """
+
+    def __init__(self, pairs, identity_mask, light_mask, batch_size, seed, steps_per_epoch=1000,
+                 noise=DEFAULT_NOISE, identity_seed=0):
+        self.pairs = np.asarray(pairs, dtype=np.int64)
+        self.identity_mask = np.asarray(identity_mask, dtype=bool)
+        self.light_mask = np.asarray(light_mask, dtype=bool)
+        if self.pairs.ndim != 1 or self.pairs.size < 1:
+            raise ValueError(f"pairs must be a non-empty vector; received shape {self.pairs.shape}.")
+        for name, mask in (("identity_mask", self.identity_mask), ("light_mask", self.light_mask)):
+            if mask.shape != self.pairs.shape:
+                raise ValueError(f"{name} must have one entry per pair, shape {self.pairs.shape}; "
+                                 f"received {mask.shape}.")
+        self.batch_size = check_int(batch_size, "batch_size", 1)
+        self.seed = check_int(seed, "seed", 0)
+        self.steps_per_epoch = check_int(steps_per_epoch, "steps_per_epoch", 1)
+        self.noise = float(noise)
+        if not self.noise >= 0.0:
+            raise ValueError(f"noise must be >= 0; received {noise}.")
+        self.identity_seed = check_int(identity_seed, "identity_seed", 0)
+        self.examples_per_step = self.batch_size
+        self._identities, self._light_indices = design("train")
+
+    def _batch(self, epoch, batch_index):
+        rng = np.random.default_rng([self.seed, int(epoch), int(batch_index), 14])
+        rows = rng.integers(0, len(self.pairs), size=self.batch_size)
+        pairs = self.pairs[rows]
+        identities = self._identities[pairs]
+        lights = DESIGN_LIGHTS[self._light_indices[pairs]]
+        images = render(identities, lights, self.identity_seed, noise=self.noise, rng=rng)
+        return (images, identities.astype(np.int32), self.identity_mask[rows], lights,
+                self.light_mask[rows])
+
+    def epoch(self, epoch, skip_steps=0):
+        batch_size = self.batch_size
+
+        def make_batch(batch_index):
+            images, identities, identity_mask, lights, light_mask = tf.numpy_function(
+                lambda i: self._batch(epoch, i), [batch_index],
+                [tf.float32, tf.int32, tf.bool, tf.float32, tf.bool], stateful=False)
+            return {"x": tf.ensure_shape(images, (batch_size,) + IMAGE_SHAPE),
+                    "identity": tf.ensure_shape(identities, (batch_size,)),
+                    "identity_mask": tf.ensure_shape(identity_mask, (batch_size,)),
+                    "light": tf.ensure_shape(lights, (batch_size, 3)),
+                    "light_mask": tf.ensure_shape(light_mask, (batch_size,))}
+
+        indices = tf.data.Dataset.range(skip_steps, self.steps_per_epoch)
+        return (indices.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE,
+                            deterministic=True)
+                .prefetch(tf.data.AUTOTUNE))
+
+
 # ---------------------------------------------------------------- Extended Yale B files
 
 # yaleB07_P00A-005E+10.pgm: subject, pose, signed 3-digit azimuth, signed 2-digit

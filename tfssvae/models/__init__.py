@@ -1,13 +1,14 @@
 """Model families; each a ``keras.Model`` subclass with ``train_step``/``test_step``."""
 from tfssvae.models.base import GenerativeModel
 from tfssvae.models.cascade_vae import CascadeVAE
+from tfssvae.models.faces import FacesModel
 from tfssvae.models.m1 import M1, M1M2
 from tfssvae.models.m2 import M2
 from tfssvae.models.mlvae import MLVAE
 from tfssvae.models.ssdgm import SSDGM, SSDGMMnist, SSDGMSvhn
 
 MODELS = {"m1": M1, "m2": M2, "m1m2": M1M2, "ssdgm_mnist": SSDGMMnist, "ssdgm_svhn": SSDGMSvhn,
-          "mlvae": MLVAE, "cascade_vae": CascadeVAE}
+          "mlvae": MLVAE, "cascade_vae": CascadeVAE, "faces": FacesModel}
 
 
 def model_class(name):
@@ -17,4 +18,4 @@ def model_class(name):
     return MODELS[name]
 
 
-__all__ = ["CascadeVAE", "GenerativeModel", "M1", "M1M2", "M2", "MLVAE", "MODELS", "SSDGM", "SSDGMMnist", "SSDGMSvhn", "model_class"]
+__all__ = ["CascadeVAE", "FacesModel", "GenerativeModel", "M1", "M1M2", "M2", "MLVAE", "MODELS", "SSDGM", "SSDGMMnist", "SSDGMSvhn", "model_class"]
