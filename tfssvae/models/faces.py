@@ -106,16 +106,19 @@ def angle_degrees(lights, estimates):
     return np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0)))
 
 
-def check_lights(lights, name="lights"):
+def check_lights(lights, name="lights", num_examples=None):
     """``lights`` as float32 ``[batch, 3]`` unit vectors on the upper hemisphere.
 
-    Eagerly: ``faces.check_lights`` (a ValueError naming ``name``).  Inside a graph (a
+    Eagerly: ``faces.check_lights`` (a ValueError naming ``name``; ``num_examples``, if
+    given, is the batch size the lights must have).  Inside a graph (a
     SavedModel signature): in-graph asserts with the same tolerances, failing with an
     ``InvalidArgumentError`` that names ``name``.
     """
     lights = as_input(lights, (3,), name)
     if tf.executing_eagerly():
-        return tf.constant(faces_data.check_lights(lights.numpy(), name))
+        if num_examples is not None:
+            num_examples = int(num_examples)
+        return tf.constant(faces_data.check_lights(lights.numpy(), name, num_examples=num_examples))
     length = tf.norm(lights, axis=-1)
     unit = tf.debugging.Assert(
         tf.reduce_all(tf.abs(length - 1.0) <= faces_data.UNIT_TOLERANCE),
@@ -370,7 +373,8 @@ class FacesModel(GenerativeModel):
         Returns:
           dict as ``render``: ``images`` (and ``normals``, ``albedo`` for the intrinsic decoder).
         """
-        lights = check_lights(lights, "lights")
+        images = as_input(images, self.data_shape)
+        lights = check_lights(lights, "lights", images.shape[0] if tf.executing_eagerly() else None)
         code = self.encode(images)
         return self.render(code["identity_probabilities"], lights, code["style"])
 
@@ -383,8 +387,11 @@ class FacesModel(GenerativeModel):
         """``identities`` int [batch] in [0, K), ``lights`` [batch, 3] (unit, z >= 0), ``style``
         [batch, style_dim] -> dict as ``render``."""
         one_hot = self._identity_one_hot(identities)
-        lights = check_lights(lights, "lights")
+        batch = one_hot.shape[0] if tf.executing_eagerly() else None
+        lights = check_lights(lights, "lights", batch)
         style = as_input(style, (self.style_dim,), "style")
+        if batch is not None and style.shape[0] != batch:
+            raise ValueError(f"style: expected {batch} rows, one per identity, received {style.shape[0]}")
         return self.render(one_hot, lights, style)
 
     def generate_signature(self):
@@ -393,7 +400,8 @@ class FacesModel(GenerativeModel):
                 tf.TensorSpec((None, self.style_dim), tf.float32, name="style")]
 
     def serving_bounds(self):
-        return {**super().serving_bounds(), "identities": (0, self.num_classes), "lights": (-1.0 - 1e-3, 1.0 + 1e-3)}
+        # Lights have no range here: check_lights asserts unit length and z >= 0 in the graph.
+        return {**super().serving_bounds(), "identities": (0, self.num_classes)}
 
     def serving_functions(self):
         images = [self.input_signature()]
