@@ -7,6 +7,10 @@ Signatures (inputs -> outputs, all named; each model's ``serving_functions`` lis
   generate:    the model's generative inputs (M2: labels, latent; M1: latent) -> images
   ML-VAE: encode (style and content), encode_group (images, group_ids), reconstruct,
           generate (content, style); serving_default is encode.
+  Faces:  encode (identity_probabilities, identity, light, light_angles, style, ...),
+          relight (images, lights -> images, normals, albedo), generate (identities,
+          lights, style), classify (serving_default), reconstruct; lights must be unit
+          vectors with z >= 0, checked in the graph like every other input.
 
 Every signature checks its inputs inside the graph (so TF Serving checks them too) and
 fails with an ``InvalidArgumentError`` naming the input, what it expected and what it
