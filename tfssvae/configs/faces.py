@@ -30,7 +30,7 @@ def get_config(variant=None):
         model=dict(name="faces",
                    style_dim=4,  # the free style latent
                    decoder="intrinsic",  # "intrinsic" (normals, albedo, Lambertian) or "plain" (the baseline)
-                   filters=(16, 32, 32, 64),  # conv filters of the two encoders
+                   filters=(16, 32, 32, 64),  # conv filters of the three encoders (identity, light, style)
                    dense_units=128,  # the encoders' dense layer
                    decoder_filters=(32, 32, 16),  # hidden transposed convs of the decoder
                    alpha=10.0,  # weight of log q(identity, light | x) of supervised examples beyond the bound
