@@ -60,7 +60,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from tfssvae.data.validation import check_int
+from tfssvae.data.validation import check_int, index_vector
 
 IMAGE_SIZE = 64
 IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 1)
@@ -287,7 +287,7 @@ def face_maps(identities, identity_seed=0):
         ValueError: if ``identities`` is not a non-empty vector of non-negative ints or
             ``identity_seed`` is negative.
     """
-    identities = _check_identities(identities)
+    identities = index_vector(identities, "identities")
     identity_seed = check_int(identity_seed, "identity_seed", 0)
     p = _draw_parameters(identities, identity_seed)
     u = _U - p["head_u"]   # [n, 1, 64]
@@ -425,7 +425,7 @@ def face_normals_and_albedo(identities, identity_seed=0):
     Returns:
         ``(normals, albedo)``: float32 ``[batch, 64, 64, 3]`` and ``[batch, 64, 64]``.
     """
-    identities = _check_identities(identities)
+    identities = index_vector(identities, "identities")
     identity_seed = check_int(identity_seed, "identity_seed", 0)
     normals = np.empty((len(identities), IMAGE_SIZE, IMAGE_SIZE, 3), np.float32)
     albedo = np.empty((len(identities), IMAGE_SIZE, IMAGE_SIZE), np.float32)
@@ -461,7 +461,7 @@ def render(identities, lights, identity_seed=0, noise=0.0, rng=None):
         ValueError: on bad identities or lights (see ``check_lights``), negative noise,
             or ``noise > 0`` without ``rng``.
     """
-    identities = _check_identities(identities)
+    identities = index_vector(identities, "identities")
     lights = check_lights(lights, num_examples=len(identities))
     noise = float(noise)
     if not noise >= 0.0:  # also catches NaN
@@ -479,17 +479,6 @@ def render(identities, lights, identity_seed=0, noise=0.0, rng=None):
     return images
 
 
-def _check_identities(identities, name="identities"):
-    array = np.asarray(identities)
-    if array.ndim != 1 or array.shape[0] < 1:
-        raise ValueError(
-            f"{name} must have shape [batch] with batch >= 1; received shape "
-            f"{array.shape}.")
-    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(f"{name} must be integers; received dtype {array.dtype}.")
-    if array.min() < 0:
-        raise ValueError(f"{name} must be >= 0; received {array.min()}.")
-    return array.astype(np.int64)
 
 
 # ------------------------------------------------------------------------------ design

@@ -47,7 +47,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tfssvae.data.validation import check_int
+from tfssvae.data.validation import check_int, index_vector
 
 FACTOR_NAMES = ("shape", "scale", "orientation", "x", "y")
 FACTOR_SIZES = (3, 6, 40, 32, 32)
@@ -157,15 +157,8 @@ def factors_from_index(indices):
     Raises:
         ValueError: if ``indices`` is not a non-empty int vector in range.
     """
-    array = np.asarray(indices)
-    if array.ndim != 1 or array.shape[0] < 1:
-        raise ValueError(
-            f"indices must have shape [batch] with batch >= 1; received shape "
-            f"{array.shape}.")
-    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(f"indices must be integers; received dtype {array.dtype}.")
-    array = array.astype(np.int64, copy=False)
-    if array.min() < 0 or array.max() >= NUM_COMBINATIONS:
+    array = index_vector(indices, "indices")
+    if array.max() >= NUM_COMBINATIONS:
         raise ValueError(
             f"indices must be in [0, {NUM_COMBINATIONS}); received values in "
             f"[{array.min()}, {array.max()}].")

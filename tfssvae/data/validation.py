@@ -143,3 +143,23 @@ def check_int(value, name, minimum=None):
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}; received {value}.")
     return int(value)
+
+
+def index_vector(values, name):
+    """Checks that ``values`` is a non-empty vector ``[batch]`` of non-negative integers (an
+    index per example: sprite factor combinations, face identities).
+
+    Returns:
+        ``np.ndarray`` int64 ``[batch]``.
+
+    Raises:
+        ValueError: naming ``name``, if the shape, the dtype or a sign is wrong.
+    """
+    array = np.asarray(values)
+    if array.ndim != 1 or array.shape[0] < 1:
+        raise ValueError(f"{name} must have shape [batch] with batch >= 1; received shape {array.shape}.")
+    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{name} must be integers; received dtype {array.dtype}.")
+    if array.min() < 0:
+        raise ValueError(f"{name} must be >= 0; received {array.min()}.")
+    return array.astype(np.int64, copy=False)
