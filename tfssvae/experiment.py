@@ -105,6 +105,7 @@ SHARED_FIELDS = {
     "jit_compile": _boolean,
     "steps_per_call": _integer(1),
     "keep_best": _boolean,
+    "strategy": _one_of(training.STRATEGIES),
     "time_limit_minutes": _optional_positive_number,
     "checkpoint_every": _integer(1),
     "keep_checkpoints": _integer(0),
@@ -306,7 +307,8 @@ def _train_semi_supervised(config, model, source, model_dir, train_config):
         active = model.freeze_m1(train_images)
         if config.verbose:
             print(f"M1+M2: {len(active)} of {model.m1.latent_dim} M1 dimensions are active and go to M2")
-        _write_model_json(model_dir, config, model)
+        if training.is_chief():
+            _write_model_json(model_dir, config, model)
         summary = training.train(model, batches, os.path.join(model_dir, "m2"), train_config, validation)
     else:
         summary = training.train(model, batches, model_dir, train_config, validation)
@@ -393,7 +395,9 @@ def _write_model_json(model_dir, config, model):
 #: Run fields a rerun in the same model directory may change: they do not change what is
 #: trained (``epochs`` may grow to train longer; the run resumes where it stopped).
 RESUMABLE_FIELDS = ("epochs", "verbose", "export", "export_dir", "steps_per_call", "checkpoint_every",
-                    "jit_compile", "data_dir", "model_dir", "time_limit_minutes", "keep_checkpoints")
+                    "jit_compile", "data_dir", "model_dir", "time_limit_minutes", "keep_checkpoints",
+                    "strategy",  # checkpoints restore under any strategy
+                    "model.global_assignment")  # only acts with several replicas; absent in older runs
 
 
 def _flat(settings, prefix=""):
@@ -475,6 +479,9 @@ def run(config):
     and is put back as it was afterwards.
     """
     validate(config)  # a bad config or an unknown model fails before any data is loaded
+    # Before any other TensorFlow operation: MultiWorkerMirroredStrategy configures the
+    # process's collective ops when it is created.
+    strategy = training.make_strategy(config.strategy)
     name = config.model.name
     model_class = models.model_class(name)
     keras.utils.set_random_seed(config.seed)
@@ -492,25 +499,34 @@ def run(config):
     previous_policy = keras.mixed_precision.global_policy()
     training.set_precision(config.precision)
     try:
-        return _run(config, name, model_class)
+        return _run(config, name, model_class, strategy)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
-def _run(config, name, model_class):
+def _run(config, name, model_class, strategy):
     model_dir = config.model_dir or default_model_dir(config)
     export_base = os.path.join(config.export_dir, name)
+    chief = training.is_chief(strategy)
     # Before anything is loaded or written: another run's directory, and where results go.
     check_same_settings(model_dir, config)
+    if not chief:
+        # Another worker of the same run: the chief holds the lock and writes every result;
+        # this one trains alongside it and writes only scratch checkpoints (training.train).
+        with strategy.scope():
+            return _run_locked(config, name, model_class, model_dir, export_base, chief=False)
     export_lib.check_writable(model_dir, "model_dir")
     if config.export:
         export_lib.check_writable(export_base, "export_dir")
     with locked(model_dir):
         check_same_settings(model_dir, config)  # again: a run may have started here meanwhile
-        return _run_locked(config, name, model_class, model_dir, export_base)
+        # Under the strategy's scope the model's variables are mirrored over its replicas
+        # (the default strategy's scope changes nothing).
+        with strategy.scope():
+            return _run_locked(config, name, model_class, model_dir, export_base)
 
 
-def _run_locked(config, name, model_class, model_dir, export_base):
+def _run_locked(config, name, model_class, model_dir, export_base, chief=True):
     if model_class is models.CascadeVAE:
         source = None
         model = build_model(config, sprites.IMAGE_SHAPE, len(sprites.SHAPE_NAMES), None)
@@ -527,7 +543,8 @@ def _run_locked(config, name, model_class, model_dir, export_base):
         train = _train_semi_supervised if model.has_classifier else _train_grouped
         if model_class is models.MLVAE:  # a held-out class the data lack is refused before anything is written
             data_lib.training_rows(source.train_labels, config.held_out_classes, source.num_classes)
-    _write_model_json(model_dir, config, model)
+    if chief:
+        _write_model_json(model_dir, config, model)
     train_config = training.TrainConfig(
         epochs=config.epochs, learning_rate=config.learning_rate, jit_compile=config.jit_compile,
         checkpoint_every=config.checkpoint_every, steps_per_call=config.steps_per_call,
@@ -545,6 +562,8 @@ def _run_locked(config, name, model_class, model_dir, export_base):
         "precision": config.precision,
         "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
     }
+    if not chief:
+        return {**results, "chief": False}
     # The figures are kept first, so that a failed export loses none of them.
     _write_json(os.path.join(model_dir, "metrics.json"), results)
     if config.export:

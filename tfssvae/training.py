@@ -6,10 +6,21 @@ of the model, the optimizer and the global step is written every
 ``checkpoint_every`` steps and at the end of every epoch; calling ``train`` again with
 the same ``model_dir`` restores it and continues with exactly the batches that were
 still to come (each epoch's order is a function of the seed and the epoch number).
+
+Distribution: ``train`` runs under whatever ``tf.distribute`` strategy is in scope
+(``make_strategy`` builds one by name; the model must be built inside its scope).  Under
+the default strategy it runs ``model.train_step`` exactly as without distribution.  With
+several replicas every global batch is cut into one contiguous share a replica (grouped
+batches by whole groups), each worker's input pipeline keeps only its replicas' shares,
+each replica's loss is divided by the number of replicas so that the summed gradients are
+the gradient of the global batch's loss, and only the chief writes summaries and its
+checkpoints where they belong (the other workers save to a temporary directory they remove,
+as ``tf.distribute`` needs every worker to take part in a save).
 """
 import dataclasses
 import json
 import os
+import shutil
 import time
 
 import keras
@@ -21,6 +32,160 @@ from tfssvae import fused, metrics
 
 
 PRECISIONS = ("float32", "bfloat16")
+#: Values of the ``strategy`` run field (``make_strategy``).
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+
+
+def check_tf_config(text):
+    """Parses and checks a ``TF_CONFIG`` value as TensorFlow documents it; returns the dict.
+
+    Expected: ``{"cluster": {"worker": ["host:port", ...], "chief": [...] (optional)},
+    "task": {"type": "worker" or "chief", "index": i}}`` with ``i`` an index into the task
+    type's list.  ValueError naming what is wrong otherwise (an unset variable included).
+    """
+    example = ('TF_CONFIG=\'{"cluster": {"worker": ["localhost:12345", "localhost:23456"]}, '
+               '"task": {"type": "worker", "index": 0}}\'')
+    if not text:
+        raise ValueError(f"strategy: multi_worker reads the cluster from the TF_CONFIG environment variable, "
+                         f"which is not set; set it on every worker, e.g. {example}")
+    try:
+        spec = json.loads(text)
+    except ValueError as error:
+        raise ValueError(f"strategy: TF_CONFIG is not valid JSON ({error}); expected e.g. {example}") from None
+    cluster = spec.get("cluster") if isinstance(spec, dict) else None
+    if not isinstance(cluster, dict) or not cluster.get("worker") and not cluster.get("chief"):
+        raise ValueError(f"strategy: TF_CONFIG has no cluster with a 'worker' list of host:port addresses; "
+                         f"received {text!r}; expected e.g. {example}")
+    for role, addresses in cluster.items():
+        if not isinstance(addresses, list) or not all(isinstance(a, str) and ":" in a for a in addresses):
+            raise ValueError(f"strategy: TF_CONFIG cluster.{role}: expected a list of 'host:port' strings, "
+                             f"received {addresses!r}")
+    task = spec.get("task")
+    if not isinstance(task, dict) or task.get("type") not in ("worker", "chief"):
+        raise ValueError(f"strategy: TF_CONFIG task: expected {{'type': 'worker' or 'chief', 'index': i}}, "
+                         f"received {task!r}")
+    role, index = task["type"], task.get("index", 0)
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(cluster.get(role) or []):
+        raise ValueError(f"strategy: TF_CONFIG task.index: expected an index into cluster.{role} "
+                         f"({len(cluster.get(role) or [])} entries), received {index!r}")
+    return spec
+
+
+def make_strategy(name):
+    """The ``tf.distribute`` strategy called ``name`` (one of ``STRATEGIES``).
+
+    * ``default``: no distribution (``tf.distribute.get_strategy()``, one device).
+    * ``mirrored``: ``MirroredStrategy`` over this machine's GPUs, or over its logical CPU
+      devices when it has none (one CPU unless ``tf.config.set_logical_device_configuration``
+      split it, as the tests do).
+    * ``multi_worker``: ``MultiWorkerMirroredStrategy``, the cluster and this process's
+      task read from ``TF_CONFIG`` (checked first by ``check_tf_config``).  Create it before
+      any other TensorFlow operation runs in the process (TensorFlow's own requirement).
+    * ``tpu``: ``TPUStrategy``; a ValueError where no TPU can be found.
+
+    ValueError for any other name.
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"strategy: expected one of {list(STRATEGIES)}, received {name!r}")
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([device.name for device in devices])
+    if name == "multi_worker":
+        check_tf_config(os.environ.get("TF_CONFIG"))
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, RuntimeError, tf.errors.OpError) as error:
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise ValueError(f"strategy: tpu needs a TPU, and none is found here ({reason}); use default, mirrored "
+                         f"or multi_worker") from None
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def is_chief(strategy=None):
+    """Whether this process writes summaries, checkpoints, metrics and exports: always, but
+    under a multi-worker strategy only the ``chief`` task (or worker 0 where the cluster has
+    no chief)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
+        return True
+    if resolver.task_type in (None, "chief"):
+        return True
+    return resolver.task_type == "worker" and (resolver.task_id or 0) == 0 \
+        and "chief" not in resolver.cluster_spec().as_dict()
+
+
+def _check_shares(batches, num_replicas):
+    """ValueError unless every global batch of ``batches`` splits evenly over ``num_replicas``:
+    whole groups for grouped batches (``groups_per_batch``), examples otherwise."""
+    groups = getattr(batches, "groups_per_batch", None)
+    if groups is not None:
+        size = getattr(batches, "group_size", "?")
+        if groups < num_replicas:
+            raise ValueError(
+                f"group_size: a group of {size} examples is larger than a replica's share of the batch "
+                f"({groups} groups of {size} over {num_replicas} replicas); groups are never split across "
+                f"replicas, so set groups_per_batch to a multiple of {num_replicas}")
+        if groups % num_replicas:
+            raise ValueError(f"groups_per_batch: the global batch of {groups} groups does not split into whole "
+                             f"groups over {num_replicas} replicas; expected a multiple of {num_replicas}")
+        return
+    examples = batches.examples_per_step
+    if int(examples) != examples or int(examples) % num_replicas:
+        raise ValueError(f"batch_size: the global batch of {examples} examples does not split evenly over "
+                         f"{num_replicas} replicas; expected a multiple of {num_replicas}")
+
+
+def replica_share(batch, replica, num_replicas, groups_per_batch=None):
+    """Replica ``replica``'s share of a global batch dict (``_check_shares`` passed).
+
+    Rows ``replica, replica + num_replicas, ...`` (every ``num_replicas``-th row): the
+    semi-supervised batches list their labelled rows last, and a strided share gives every
+    replica its part of them, so per-replica terms such as the labelled cross-entropy
+    average to the global batch's; for grouped batches (``groups_per_batch`` given) the
+    rows of groups ``[replica * g, (replica + 1) * g)`` with ``g = groups_per_batch /
+    num_replicas``, renumbered from 0, so a group is never split (grouped batches list
+    their rows shuffled, and group sizes may vary).
+
+    Args:
+      batch: dict of ``[batch, ...]`` tensors (``"group"`` int ``[batch]`` when grouped).
+      replica: int32 scalar tensor, the replica's index over all workers.
+    """
+    if groups_per_batch is None:
+        return {key: value[replica::num_replicas] for key, value in batch.items()}
+    per_replica = groups_per_batch // num_replicas
+    group = tf.cast(batch["group"], tf.int32)
+    mine = tf.equal(group // per_replica, replica)
+    share = {key: tf.boolean_mask(value, mine) for key, value in batch.items()}
+    share["group"] = tf.cast(tf.boolean_mask(group, mine) - replica * per_replica, batch["group"].dtype)
+    return share
+
+
+def _distributed_epoch(strategy, batches, epoch, skip):
+    """This epoch's batches as a distributed dataset: each worker builds the same global batches
+    (same seed, same label split) and keeps its replicas' shares, one element a replica."""
+    groups = getattr(batches, "groups_per_batch", None)
+
+    def worker_dataset(context):
+        local = context.num_replicas_in_sync // context.num_input_pipelines
+        first = context.input_pipeline_id * local  # this worker's first replica over all workers
+        dataset = batches.epoch(epoch, skip)
+        if not isinstance(dataset, tf.data.Dataset):
+            raise TypeError(f"batches.epoch must return a tf.data.Dataset, received {type(dataset).__name__}")
+
+        def shares(batch):
+            # Consecutive elements go to the worker's replicas in turn (round-robin, in order).
+            return tf.data.Dataset.range(local).map(lambda r: replica_share(
+                batch, first + tf.cast(r, tf.int32), context.num_replicas_in_sync, groups))
+
+        return dataset.flat_map(shares)
+
+    return strategy.distribute_datasets_from_function(worker_dataset)
 
 
 @dataclasses.dataclass
@@ -75,15 +240,55 @@ def set_precision(precision):
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
 
 
-def _multi_step(model, jit_compile):
+def _replica_step(model, num_replicas, jit_compile=False):
+    """``model.train_step`` for one replica's share of a global batch: the same step with the
+    loss divided by ``num_replicas``, so that the optimizer's sum of the replicas' gradients
+    is the gradient of the mean loss over the global batch (the shares are equal, in
+    examples or in groups); the loss terms tracked stay unscaled."""
+    from tfssvae.models.base import GenerativeModel
+
+    if type(model).train_step is not GenerativeModel.train_step:
+        raise ValueError(f"strategy: {type(model).__name__} has its own train_step, which the distributed "
+                         f"loop cannot scale per replica; train it with strategy='default'")
+
+    def gradients(batch):
+        with tf.GradientTape() as tape:
+            losses, probabilities = model.compute_losses(batch, training=True)
+            scaled = losses["loss"] / num_replicas
+        return tape.gradient(scaled, model.trainable_variables), losses, probabilities
+
+    if jit_compile:
+        # Only the gradient computation: the optimizer's cross-replica sum cannot sit inside
+        # a nested compiled function.
+        gradients = tf.function(gradients, jit_compile=True, reduce_retracing=True)
+
+    def step(batch):
+        grads, losses, probabilities = gradients(batch)
+        model.optimizer.apply(grads, model.trainable_variables)
+        model._update_trackers(losses, probabilities, batch)
+
+    return step
+
+
+def _multi_step(model, jit_compile, strategy=None):
     """A ``tf.function`` running ``num_steps`` training steps over an iterator; returns the last logs.
 
     With ``jit_compile`` the step itself is XLA-compiled; the loop around it, which reads
-    the iterator, stays an ordinary graph (XLA cannot compile iterator ops).
+    the iterator, stays an ordinary graph (XLA cannot compile iterator ops).  Under a
+    ``tf.distribute`` strategy (``strategy``; None: none) each step runs ``_replica_step`` on every
+    replica, and the logs are read in cross-replica context, where the trackers' variables
+    (summed on read) give the means over the global batch.
     """
-    # reduce_retracing: grouped batches with variable group sizes change the batch length.
-    train_step = tf.function(model.train_step, jit_compile=True, reduce_retracing=True) if jit_compile \
-        else model.train_step
+    if strategy is None:
+        # reduce_retracing: grouped batches with variable group sizes change the batch length.
+        train_step = tf.function(model.train_step, jit_compile=True, reduce_retracing=True) if jit_compile \
+            else model.train_step
+    else:
+        replica_step = _replica_step(model, strategy.num_replicas_in_sync, jit_compile)
+
+        def train_step(batch):
+            strategy.run(replica_step, args=(batch,))
+            return {tracker.name: tracker.result() for tracker in model.metrics}
 
     def steps(iterator, num_steps):
         logs = train_step(next(iterator))
@@ -122,6 +327,10 @@ def restore_latest_intact(checkpoint, manager):
 def train(model, batches, model_dir, config, validation=None):
     """Trains ``model`` (a ``GenerativeModel``), resuming from ``model_dir`` if it holds a checkpoint.
 
+    Runs under the ``tf.distribute`` strategy in scope, if any (build the model and call
+    ``train`` inside ``strategy.scope()``): a ValueError when a global batch does not split
+    evenly over its replicas, or a group would be split (see the module docstring).
+
     Args:
       model: the model; compiled here with Adam (``fused.Adam``) unless it already has an optimizer.
       batches: a batch source (``data.SemiSupervisedSource``, ``data.GroupedSource``):
@@ -143,6 +352,12 @@ def train(model, batches, model_dir, config, validation=None):
     """
     if config.jit_compile and model.xla_incompatibility:
         raise ValueError(f"jit_compile: {model.xla_incompatibility}; train {type(model).__name__} without jit_compile")
+    # The strategy in scope (experiment.run enters it); the default one means no distribution
+    # and leaves the loop exactly as it is without tf.distribute.
+    strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
+    if strategy is not None:
+        _check_shares(batches, strategy.num_replicas_in_sync)
+    chief = is_chief(strategy)
     os.makedirs(model_dir, exist_ok=True)
     if getattr(model, "optimizer", None) is None:
         model.compile(optimizer=fused.Adam(config.learning_rate))
@@ -159,6 +374,14 @@ def train(model, batches, model_dir, config, validation=None):
                                          max_to_keep=config.keep_checkpoints or None)
     best = tf.train.Checkpoint(model=model)
     best_manager = tf.train.CheckpointManager(best, os.path.join(model_dir, "best"), max_to_keep=1)
+    # Every worker restores from the chief's checkpoints (model_dir must be on a file system
+    # they all see for a resume); a non-chief worker saves when the chief does (a save may
+    # read variables across workers) but into a scratch directory removed at the end.
+    scratch = None if chief else os.path.join(model_dir, f".worker{strategy.cluster_resolver.task_id}_scratch")
+    save_manager, best_save_manager = manager, best_manager
+    if scratch:
+        save_manager = tf.train.CheckpointManager(checkpoint, os.path.join(scratch, "checkpoints"), max_to_keep=1)
+        best_save_manager = tf.train.CheckpointManager(best, os.path.join(scratch, "best"), max_to_keep=1)
     resumed = restore_latest_intact(checkpoint, manager)
     if resumed and config.verbose:
         print(f"Resuming from {resumed} at step {int(step.numpy())}.")
@@ -169,8 +392,13 @@ def train(model, batches, model_dir, config, validation=None):
     keep_best = config.keep_best and validation is not None and len(validation[0]) > 0
 
     def finish():
-        if keep_best and best_manager.latest_checkpoint:
-            best.restore(best_manager.latest_checkpoint).assert_existing_objects_matched()
+        # A non-chief worker's own best (the same epoch as the chief's: the same weights and
+        # validation data); the chief's when this call trained nothing.
+        latest_best = best_save_manager.latest_checkpoint or best_manager.latest_checkpoint
+        if keep_best and latest_best:
+            best.restore(latest_best).assert_existing_objects_matched()
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     if int(step.numpy()) >= total_steps and os.path.exists(summary_path):
         if config.verbose:
@@ -179,9 +407,12 @@ def train(model, batches, model_dir, config, validation=None):
         with open(summary_path) as f:
             return json.load(f)
 
-    train_fn = _multi_step(model, config.jit_compile)
-    writer = tf.summary.create_file_writer(os.path.join(model_dir, "tensorboard", "train"))
-    validation_writer = tf.summary.create_file_writer(os.path.join(model_dir, "tensorboard", "validation"))
+    train_fn = _multi_step(model, config.jit_compile, strategy)
+    if chief:
+        writer = tf.summary.create_file_writer(os.path.join(model_dir, "tensorboard", "train"))
+        validation_writer = tf.summary.create_file_writer(os.path.join(model_dir, "tensorboard", "validation"))
+    else:
+        writer = validation_writer = tf.summary.create_noop_writer()
     first_epoch, skip = divmod(int(step.numpy()), steps_per_epoch)
     timed_steps, timed_seconds, logs, validation_error = 0, 0.0, {}, None
     start = time.perf_counter()
@@ -197,9 +428,12 @@ def train(model, batches, model_dir, config, validation=None):
         if config.verbose:
             print(f"Epoch {epoch + 1}/{config.epochs}")
         progress.update(skip)
-        dataset = batches.epoch(epoch, skip)
-        if not isinstance(dataset, tf.data.Dataset):
-            raise TypeError(f"batches.epoch must return a tf.data.Dataset, received {type(dataset).__name__}")
+        if strategy is None:
+            dataset = batches.epoch(epoch, skip)
+            if not isinstance(dataset, tf.data.Dataset):
+                raise TypeError(f"batches.epoch must return a tf.data.Dataset, received {type(dataset).__name__}")
+        else:
+            dataset = _distributed_epoch(strategy, batches, epoch, skip)
         iterator = iter(dataset)
         done = skip
         tick = time.perf_counter()
@@ -231,12 +465,12 @@ def train(model, batches, model_dir, config, validation=None):
                     for name, value in logs.items():
                         tf.summary.scalar(name, value)
             if current % config.checkpoint_every == 0:
-                manager.save(checkpoint_number=current)
+                save_manager.save(checkpoint_number=current)
             if now > deadline:
                 out_of_time = True
                 break
         if out_of_time:
-            manager.save(checkpoint_number=int(step.numpy()))
+            save_manager.save(checkpoint_number=int(step.numpy()))
             if config.verbose:
                 print(f"\nStopped at step {int(step.numpy())} of {total_steps}: the time limit of "
                       f"{config.time_limit_minutes} minutes is reached.")
@@ -252,11 +486,11 @@ def train(model, batches, model_dir, config, validation=None):
             if keep_best and validation_error <= best_error.numpy():
                 best_error.assign(validation_error)
                 best_epoch.assign(epoch)
-                best_manager.save(checkpoint_number=int(step.numpy()))
+                best_save_manager.save(checkpoint_number=int(step.numpy()))
             if config.verbose:
                 so_far = f" (best {100 * best_error.numpy():.2f} % at epoch {int(best_epoch.numpy()) + 1})"
                 print(f"  validation error: {100 * validation_error:.2f} %{so_far if keep_best else ''}")
-        manager.save(checkpoint_number=int(step.numpy()))
+        save_manager.save(checkpoint_number=int(step.numpy()))
     writer.flush()
     validation_writer.flush()
     finish()
@@ -272,6 +506,7 @@ def train(model, batches, model_dir, config, validation=None):
         "best_epoch": int(best_epoch.numpy()) + 1 if keep_best else None,
         "time_limit_reached": out_of_time,
     }
-    with open(summary_path, "w") as f:
-        json.dump(summary, f, indent=2)
+    if chief:
+        with open(summary_path, "w") as f:
+            json.dump(summary, f, indent=2)
     return summary

@@ -68,6 +68,10 @@ def run_config(model, **fields):
     config.jit_compile = False  # XLA-compile the training step
     config.steps_per_call = 1  # training steps per tf.function call
     config.keep_best = True  # restore the weights of the epoch with the best validation error
+    # tf.distribute strategy of the training loop: "default" (one device), "mirrored" (this
+    # machine's GPUs, or its logical CPUs), "multi_worker" (the cluster in TF_CONFIG) or
+    # "tpu".  batch_size is the global batch; it must split evenly over the replicas.
+    config.strategy = "default"
     # Wall-clock budget of the training loop: it stops after the first call past it (with a
     # checkpoint; evaluation and export follow as usual).  None: no limit.
     config.time_limit_minutes = config_dict.placeholder(float)

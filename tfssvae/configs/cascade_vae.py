@@ -45,7 +45,10 @@ def get_config(variant=None):
                    filters=(32, 32, 64, 64),  # encoder convs
                    dense_units=256,  # encoder and decoder hidden dense layer
                    decoder_filters=(64, 32, 32),  # decoder hidden transposed convs
-                   l2_weight=2e-5),  # L2 per squared kernel weight (slim's 4e-5 / 2)
+                   l2_weight=2e-5,  # L2 per squared kernel weight (slim's 4e-5 / 2)
+                   # with several replicas (strategy), d by one assignment over the global
+                   # batch; False: each replica's share on its own
+                   global_assignment=True),
         dataset="sprites",
         batch_size=64,
         learning_rate=1e-4,

@@ -94,6 +94,10 @@ class CascadeVAE(GenerativeModel):
       decoder_filters: filters of the decoder's hidden transposed convs; the first is
         also the channels of the decoder's starting feature map.
       l2_weight: L2 penalty per squared kernel weight (Keras convention), >= 0.
+      global_assignment: under a ``tf.distribute`` strategy with several replicas, choose d
+        by one assignment over the global batch (as on one device; ``_global_codes``);
+        False: each replica assigns its own share (pairs sharing a value are then counted
+        within a share only).  No effect on one device.
     """
 
     loss_names = ("loss", "reconstruction", "kl_z", "weighted_kl", "l2_penalty", "relieved_dims")
@@ -104,7 +108,7 @@ class CascadeVAE(GenerativeModel):
     def __init__(self, input_shape, num_classes, latent_dim=6, discrete_size=3, beta_h=10.0, beta_l=0.1,
                  relieve_every=20000, relieve_at=None, assign_start=80000, pair_penalty=0.001, solver="fast",
                  filters=(32, 32, 64, 64), dense_units=256, decoder_filters=(64, 32, 32), l2_weight=2e-5,
-                 **kwargs):
+                 global_assignment=True, **kwargs):
         super().__init__(input_shape, num_classes, **kwargs)
         if int(discrete_size) < 2:
             raise ValueError(f"discrete_size: expected at least 2 values, received {discrete_size}")
@@ -133,6 +137,7 @@ class CascadeVAE(GenerativeModel):
             pair_penalty=float(pair_penalty),
             solver=solver, filters=tuple(filters), dense_units=int(dense_units),
             decoder_filters=tuple(decoder_filters), l2_weight=float(l2_weight),
+            global_assignment=bool(global_assignment),
         )
         self.latent_dim, self.discrete_size = int(latent_dim), int(discrete_size)
         l2 = keras.regularizers.L2(float(l2_weight)) if l2_weight > 0 else None
@@ -190,6 +195,35 @@ class CascadeVAE(GenerativeModel):
         chosen = tf.numpy_function(solve, [tf.stop_gradient(unaries)], tf.int32, stateful=False)
         return tf.ensure_shape(chosen, [unaries.shape[0]])
 
+    def _global_codes(self, x, z, started, replica):
+        """This replica's one-hot codes ``[batch, K]`` from ONE assignment over the global batch.
+
+        Every replica's unaries ``[share, K]`` are gathered (in replica order) into
+        ``[global batch, K]``; replica 0 solves the min-cost flow over all of them, the
+        others contribute zeros, and a cross-replica sum hands every replica the whole
+        solution, of which it keeps its own rows.  So the codes are those one device would
+        choose for the global batch.  Before ``started`` every code is the zero code.  The
+        exchanges run whether or not ``started`` (a cross-replica exchange cannot sit inside
+        a ``tf.cond`` under ``MirroredStrategy``); before it they carry zeros.
+
+        Args:
+          x: ``[batch, *input_shape]`` this replica's images.
+          z: ``[batch, latent_dim]`` their sampled codes.
+          started: bool scalar, whether d is learned yet.
+          replica: the ``tf.distribute.ReplicaContext``.
+        """
+        K = self.discrete_size
+        local = tf.shape(z)[0]
+        unaries = tf.cond(started, lambda: self.unaries(x, tf.stop_gradient(z)), lambda: tf.zeros([local, K]))
+        everyone = replica.all_gather(tf.stop_gradient(unaries), axis=0)  # [global batch, K]
+        sizes = replica.all_gather(tf.reshape(local, [1]), axis=0)  # [replicas]: shares may differ
+        me = replica.replica_id_in_sync_group
+        solver = tf.logical_and(started, tf.equal(me, 0))
+        codes = tf.cond(solver, lambda: tf.one_hot(self._solve(everyone), K), lambda: tf.zeros_like(everyone))
+        codes = replica.all_reduce(tf.distribute.ReduceOp.SUM, codes)  # exact: one-hot rows plus zeros
+        start = tf.reduce_sum(sizes[:me])
+        return codes[start:start + local]
+
     def sample_noise(self, shape):
         """Standard normal noise of the reparameterised sample z = mean + scale * noise."""
         return tf.random.normal(shape)
@@ -212,7 +246,11 @@ class CascadeVAE(GenerativeModel):
                 unaries = self.unaries(x, tf.stop_gradient(z))
                 return tf.one_hot(self._solve(unaries), self.discrete_size)
 
-            codes = tf.stop_gradient(tf.cond(started, assigned, lambda: no_code))
+            replica = tf.distribute.get_replica_context()
+            if self._config["global_assignment"] and replica is not None and replica.num_replicas_in_sync > 1:
+                codes = tf.stop_gradient(self._global_codes(x, z, started, replica))
+            else:  # one device, or each replica's share assigned on its own
+                codes = tf.stop_gradient(tf.cond(started, assigned, lambda: no_code))
             reconstruction = -self.likelihood(self.decode_logits(z, codes)).log_prob(x)
         else:
             reconstruction = tf.reduce_min(self.unaries(x, z), axis=-1)
