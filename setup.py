@@ -36,6 +36,11 @@ setuptools.setup(
         "numpy",
         "pillow",
         "tqdm",
+        # The PredictionLog/PredictRequest protos of the TF Serving warm-up file every export
+        # writes.  Pinned: a range would let pip take the newest (2.21), which needs TF 2.21 and
+        # would upgrade an installed TF 2.18 on a machine set up before.  2.18.0 caps protobuf
+        # below 6, so a fresh install now resolves to TF 2.20 with protobuf 5 (pip --dry-run).
+        "tensorflow-serving-api==2.18.0",
     ],
     extras_require={"test": ["pytest>=7"]},
     entry_points={

@@ -22,6 +22,14 @@ TensorFlow fold shape checks away (a rank-2 ``[4, 64]`` batch would reach an 8x8
 first reshape and be silently accepted).  The shapes each input expects are recorded in
 ``assets.extra/tfssvae.json`` under ``"inputs"`` (``serving_inputs`` reads them).
 
+Every export also carries ``assets.extra/tf_serving_warmup_requests``: a TFRecord of
+``tensorflow_serving.apis.PredictionLog`` records, one ``PredictRequest`` per signature
+with a small batch of valid inputs (``warmup_inputs``), which TF Serving replays when it
+loads the version, so the first user request does not pay for graph initialisation.  The
+export runs each signature on its warm-up inputs before writing anything: a signature
+that refuses them (an input whose validity the generic rule does not know) fails the
+export instead of shipping a warm-up file that TF Serving would reject at load time.
+
 The SavedModel is written to a temporary directory beside its destination, made readable
 (0755) and renamed into place, so a crash never leaves a half-written version that TF
 Serving would load; the version number is claimed by creating its directory, so two
@@ -33,12 +41,16 @@ import os
 import shutil
 import tempfile
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
+from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
 from tfssvae import models
 
 SIGNATURES = ("serving_default", "classify", "encode", "reconstruct", "generate")
+WARMUP_FILE = "tf_serving_warmup_requests"  # the name TF Serving looks for under assets.extra
+WARMUP_BATCH_SIZE = 2  # not 1, so a request also exercises the batch dimension
 
 
 def next_version(export_base):
@@ -178,6 +190,95 @@ def serving_inputs(saved_model_dir):
     return inputs
 
 
+def _unit_lights(rng, batch_size):
+    """Unit vectors on the upper hemisphere (z > 0, toward the camera): the faces model's lights."""
+    lights = rng.normal(size=(batch_size, 3))
+    lights[:, 2] = np.abs(lights[:, 2]) + 0.5  # well above the horizon, whatever the draw
+    return lights / np.linalg.norm(lights, axis=1, keepdims=True)
+
+
+# Inputs whose valid values are not a range (so ``serving_bounds`` cannot say them), by name.
+_SPECIAL_INPUTS = {"lights": _unit_lights}
+
+
+def warmup_inputs(inputs, batch_size=WARMUP_BATCH_SIZE, seed=0):
+    """Valid values for one signature's inputs: ``{input name: np.ndarray}``.
+
+    Args:
+      inputs: the signature's record in ``serving_inputs``: ``{name: {"shape": [None, ...],
+        "dtype": ..., "range": [low, high]}}`` (range optional; see ``serving_bounds``).
+      batch_size: the size given to the batch dimension (the leading ``None``).
+      seed: float values are drawn from ``np.random.default_rng(seed)``.
+
+    Floats in a closed range are uniform in it (images in [0, 1]); floats without a range
+    are standard Normal draws (latent, style and content codes are a priori N(0, 1));
+    ``lights`` are unit vectors toward the camera.  Integers in ``[low, high)`` count up
+    from ``low`` modulo the range (labels 0, 1, ...); integers with no upper bound are all
+    ``low`` (group ids: one group holding the whole batch, the case ``encode_group`` is for).
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive integer, received {batch_size!r}")
+    rng = np.random.default_rng(seed)
+    values = {}
+    for name, spec in inputs.items():
+        shape = list(spec["shape"])
+        if not shape or shape[0] is not None or any(d is None for d in shape[1:]):
+            raise ValueError(f"inputs: expected {name!r} to have shape [batch, known sizes...], received "
+                             f"{_described(shape)}")
+        shape = [batch_size] + shape[1:]
+        dtype = np.dtype(tf.as_dtype(spec["dtype"]).as_numpy_dtype)
+        low, high = spec.get("range", (None, None))
+        if name in _SPECIAL_INPUTS:
+            value = _SPECIAL_INPUTS[name](rng, batch_size)
+        elif dtype.kind == "f":
+            if low is not None and high is not None:
+                value = rng.uniform(low, high, size=shape)
+            else:
+                # A standard Normal, shifted to respect a one-sided bound.
+                value = rng.normal(size=shape)
+                if low is not None:
+                    value = low + np.abs(value)
+                elif high is not None:
+                    value = high - np.abs(value)
+        elif dtype.kind in "iu":
+            start = 0 if low is None else int(low)
+            if high is None:
+                value = np.full(shape, start)
+            else:
+                value = start + np.arange(int(np.prod(shape))).reshape(shape) % (int(high) - start)
+        else:
+            raise ValueError(f"inputs: no warm-up value for {name!r} of dtype {spec['dtype']}")
+        values[name] = np.asarray(value).astype(dtype)
+    return values
+
+
+def _warmup_records(module, model_name):
+    """One serialized ``PredictionLog`` per signature of ``module`` (a ``_ServingModule``),
+    each request's inputs checked first by running the signature on them."""
+    records = []
+    for signature, function in module.functions.items():
+        values = warmup_inputs(module.inputs[signature])
+        try:
+            function(**values)
+        except tf.errors.InvalidArgumentError as error:
+            # The in-graph check's own words ("lights: expected unit vectors ..."), not the
+            # "Graph execution error" header and node trace that come before them.
+            lines = [line.strip() for line in str(error.message).splitlines() if line.strip()]
+            message = next((line for line in lines if line.startswith("assertion failed")), lines[-1] if lines
+                           else type(error).__name__)[:500]
+            raise ValueError(
+                f"warm-up request for signature {signature!r}: the signature refuses the inputs warmup_inputs "
+                f"made ({message}); give the input a rule in export._SPECIAL_INPUTS or a range in the model's "
+                f"serving_bounds") from error
+        request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name=model_name,
+                                                                             signature_name=signature))
+        for name, value in values.items():
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+        log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+        records.append(log.SerializeToString())
+    return records
+
+
 def _claim_version(export_base, version):
     """Creates ``export_base/.claim-<version>`` (atomic: fails if it exists) so that no
     concurrent export takes the same number; returns its path, or None if taken."""
@@ -223,12 +324,19 @@ def export(model, export_base, version=None, metadata=None):
         staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_base)
         module = _ServingModule(model)
         signatures = {name: function.get_concrete_function() for name, function in module.functions.items()}
+        # Before anything is written: a signature that refuses its warm-up inputs fails here.
+        # TF Serving names a model in its config; the export base's name is what the README's
+        # models.config uses (saved_models/m2 -> "m2").
+        warmup = _warmup_records(module, os.path.basename(os.path.normpath(export_base)))
         tf.saved_model.save(module, staging, signatures=signatures)
         extra = os.path.join(staging, "assets.extra")
         os.makedirs(extra, exist_ok=True)
         with open(os.path.join(extra, "tfssvae.json"), "w") as f:
             json.dump({"model": type(model).__name__, "config": model.get_config(), "inputs": module.inputs,
                        **(metadata or {})}, f, indent=2, default=str)
+        with tf.io.TFRecordWriter(os.path.join(extra, WARMUP_FILE)) as writer:
+            for record in warmup:
+                writer.write(record)
         # mkdtemp makes 0700: a model server running as another user could not read it.
         for root, directories, files in os.walk(staging):
             os.chmod(root, 0o755)
