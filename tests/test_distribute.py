@@ -183,16 +183,48 @@ def _worker_main(out):
 
 # ----------------------------------------------------------------------------- pytest side
 
-def _last_json(completed):
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
 
 
 @pytest.fixture(scope="module")
-def mirrored_report():
-    completed = subprocess.run([sys.executable, __file__, "mirrored"], capture_output=True, text=True, env=ENV,
-                               timeout=240, cwd=ROOT)
-    return _last_json(completed)
+def launched(tmp_path_factory):
+    """The mirrored run and the two workers, started together (their start-up and waits
+    overlap); killed at the end if still running (a worker whose peer died would wait forever)."""
+    out = str(tmp_path_factory.mktemp("workers"))
+    pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    processes = {"mirrored": subprocess.Popen([sys.executable, __file__, "mirrored"], env=ENV, **pipes)}
+    workers = [f"localhost:{port}" for port in _free_ports(2)]
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        processes[f"worker{index}"] = subprocess.Popen([sys.executable, __file__, "worker", out], **pipes,
+                                                       env={**ENV, "TF_CONFIG": json.dumps(tf_config)})
+    deadline = time.monotonic() + 240
+    results = {}
+
+    def result(name):
+        if name not in results:
+            stdout, stderr = processes[name].communicate(timeout=max(1.0, deadline - time.monotonic()))
+            assert processes[name].returncode == 0, f"{name}: {stderr[-3000:]}"
+            results[name] = json.loads(stdout.strip().splitlines()[-1])
+        return results[name]
+
+    yield out, result
+    for process in processes.values():
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+@pytest.fixture(scope="module")
+def mirrored_report(launched):
+    return launched[1]("mirrored")
 
 
 @pytest.mark.parametrize("name", ["m2", "mlvae", "cascade_vae"])
@@ -221,40 +253,10 @@ def test_bad_shares_are_refused_with_a_clear_error(mirrored_report):
     assert "groups_per_batch" in mirrored_report["three_groups"] and "whole groups" in mirrored_report["three_groups"]
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 @pytest.fixture(scope="module")
-def two_workers(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("workers"))
-    workers = [f"localhost:{port}" for port in _free_ports(2)]
-    processes = []
-    for index in range(2):
-        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        processes.append(subprocess.Popen([sys.executable, __file__, "worker", out], stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                                          env={**ENV, "TF_CONFIG": json.dumps(tf_config)}))
-    deadline = time.monotonic() + 180
-    outputs = []
-    try:
-        for process in processes:
-            stdout, stderr = process.communicate(timeout=max(1.0, deadline - time.monotonic()))
-            outputs.append((process.returncode, stdout, stderr))
-    finally:
-        for process in processes:  # a worker waiting for a dead peer would wait forever
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    for returncode, stdout, stderr in outputs:
-        assert returncode == 0, stderr[-3000:]
-    return out, [json.loads(stdout.strip().splitlines()[-1]) for _, stdout, _ in outputs]
+def two_workers(launched):
+    out, result = launched
+    return out, [result("worker0"), result("worker1")]
 
 
 def _weights(path):
@@ -305,6 +307,9 @@ def test_strategy_names_and_tf_config_are_checked(monkeypatch):
         training.make_strategy("parameter_server")
     with pytest.raises(ValueError, match="strategy: expected one of"):
         experiment.validate(configs.get("m2", {"strategy": "mirored"}))
+    monkeypatch.delenv("TPU_NAME", raising=False)
+    with pytest.raises(ValueError, match="tpu needs a TPU, and none is found here"):
+        training.make_strategy("tpu")
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(ValueError, match="TF_CONFIG environment variable, which is not set"):
         training.make_strategy("multi_worker")

@@ -95,6 +95,13 @@ def make_strategy(name):
     if name == "multi_worker":
         check_tf_config(os.environ.get("TF_CONFIG"))
         return tf.distribute.MultiWorkerMirroredStrategy()
+    import glob
+
+    # No TPU named, none attached (TPU VMs expose /dev/accel*), none visible: say so at once
+    # rather than let the resolver look for one on the network.
+    if not (os.environ.get("TPU_NAME") or glob.glob("/dev/accel*") or tf.config.list_logical_devices("TPU")):
+        raise ValueError("strategy: tpu needs a TPU, and none is found here (no TPU_NAME, no /dev/accel*, no "
+                         "TPU device); use default, mirrored or multi_worker")
     try:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
         tf.config.experimental_connect_to_cluster(resolver)
@@ -407,7 +414,9 @@ def train(model, batches, model_dir, config, validation=None):
         with open(summary_path) as f:
             return json.load(f)
 
-    train_fn = _multi_step(model, config.jit_compile, strategy)
+    # The default strategy calls it exactly as before distribution existed.
+    train_fn = _multi_step(model, config.jit_compile) if strategy is None \
+        else _multi_step(model, config.jit_compile, strategy)
     if chief:
         writer = tf.summary.create_file_writer(os.path.join(model_dir, "tensorboard", "train"))
         validation_writer = tf.summary.create_file_writer(os.path.join(model_dir, "tensorboard", "validation"))
