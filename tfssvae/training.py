@@ -10,7 +10,7 @@ still to come (each epoch's order is a function of the seed and the epoch number
 Distribution: ``train`` runs under whatever ``tf.distribute`` strategy is in scope
 (``make_strategy`` builds one by name; the model must be built inside its scope).  Under
 the default strategy it runs ``model.train_step`` exactly as without distribution.  With
-several replicas every global batch is cut into one contiguous share a replica (grouped
+several replicas every global batch is cut into one strided share a replica (grouped
 batches by whole groups), each worker's input pipeline keeps only its replicas' shares,
 each replica's loss is divided by the number of replicas so that the summed gradients are
 the gradient of the global batch's loss, and only the chief writes summaries and its
@@ -247,27 +247,18 @@ def set_precision(precision):
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
 
 
-def _replica_step(model, num_replicas, jit_compile=False):
-    """``model.train_step`` for one replica's share of a global batch: the same step with the
-    loss divided by ``num_replicas``, so that the optimizer's sum of the replicas' gradients
-    is the gradient of the mean loss over the global batch (the shares are equal, in
-    examples or in groups); the loss terms tracked stay unscaled."""
+def _replica_step(model, jit_compile=False):
+    """``model.train_step`` for one replica's share of a global batch (the model's
+    ``compute_gradients`` scales the loss by the replicas), with ``jit_compile`` compiling the
+    gradients only: the optimizer's cross-replica sum cannot sit inside a compiled function."""
     from tfssvae.models.base import GenerativeModel
 
     if type(model).train_step is not GenerativeModel.train_step:
         raise ValueError(f"strategy: {type(model).__name__} has its own train_step, which the distributed "
                          f"loop cannot scale per replica; train it with strategy='default'")
-
-    def gradients(batch):
-        with tf.GradientTape() as tape:
-            losses, probabilities = model.compute_losses(batch, training=True)
-            scaled = losses["loss"] / num_replicas
-        return tape.gradient(scaled, model.trainable_variables), losses, probabilities
-
-    if jit_compile:
-        # Only the gradient computation: the optimizer's cross-replica sum cannot sit inside
-        # a nested compiled function.
-        gradients = tf.function(gradients, jit_compile=True, reduce_retracing=True)
+    if not jit_compile:
+        return model.train_step
+    gradients = tf.function(model.compute_gradients, jit_compile=True, reduce_retracing=True)
 
     def step(batch):
         grads, losses, probabilities = gradients(batch)
@@ -291,7 +282,7 @@ def _multi_step(model, jit_compile, strategy=None):
         train_step = tf.function(model.train_step, jit_compile=True, reduce_retracing=True) if jit_compile \
             else model.train_step
     else:
-        replica_step = _replica_step(model, strategy.num_replicas_in_sync, jit_compile)
+        replica_step = _replica_step(model, jit_compile)
 
         def train_step(batch):
             strategy.run(replica_step, args=(batch,))

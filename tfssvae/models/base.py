@@ -89,10 +89,23 @@ class GenerativeModel(keras.Model):
         self._trackers["error"].update_state(wrong, sample_weight=tf.cast(batch["y_mask"], tf.float32))
         return {name: tracker.result() for name, tracker in self._trackers.items()}
 
-    def train_step(self, data):
+    def compute_gradients(self, data):
+        """The loss terms of a batch and the gradients of its loss: ``(gradients, losses,
+        probabilities)``, gradients in the order of ``trainable_variables``.
+
+        Under a ``tf.distribute`` strategy with several replicas (a replica's share of the
+        global batch) the loss is divided by their number, so that the optimizer's sum of the
+        replicas' gradients is the gradient of the global batch's mean loss; the loss terms
+        returned stay unscaled.
+        """
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             losses, probabilities = self.compute_losses(data, training=True)
-        gradients = tape.gradient(losses["loss"], self.trainable_variables)
+            loss = losses["loss"] / replicas if replicas > 1 else losses["loss"]
+        return tape.gradient(loss, self.trainable_variables), losses, probabilities
+
+    def train_step(self, data):
+        gradients, losses, probabilities = self.compute_gradients(data)
         self.optimizer.apply(gradients, self.trainable_variables)
         return self._update_trackers(losses, probabilities, data)
 
