@@ -60,6 +60,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
+from tfssvae.data.pipeline import batch_indices
 from tfssvae.data.validation import check_int, index_vector
 
 IMAGE_SIZE = 64
@@ -545,11 +546,7 @@ def faces_dataset(batch_size, seed, split="train", num_batches=None,
     noise = float(noise)
     if not noise >= 0.0:
         raise ValueError(f"noise must be >= 0; received {noise}.")
-    if num_batches is None:
-        indices = tf.data.Dataset.counter()
-    else:
-        num_batches = check_int(num_batches, "num_batches", 1)
-        indices = tf.data.Dataset.range(num_batches)
+    indices = batch_indices(num_batches)
 
     def make_batch(batch_index):
         images, identities, lights = tf.numpy_function(

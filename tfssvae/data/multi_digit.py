@@ -59,6 +59,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from tfssvae.data.pipeline import batch_indices
 from tfssvae.data.validation import check_int
 
 CANVAS_SIZE = 50
@@ -445,11 +446,7 @@ def multi_digit_dataset(composer, batch_size, seed, num_batches=None):
                          f"{type(composer).__name__}.")
     batch_size = check_int(batch_size, "batch_size", 1)
     seed = check_int(seed, "seed", 0)
-    if num_batches is None:
-        indices = tf.data.Dataset.counter()
-    else:
-        num_batches = check_int(num_batches, "num_batches", 1)
-        indices = tf.data.Dataset.range(num_batches)
+    indices = batch_indices(num_batches)
     k = composer.max_digits
     shapes = ((batch_size,) + composer.canvas_shape, (batch_size,), (batch_size, k, 4),
               (batch_size, k), (batch_size, k), (batch_size,), (batch_size, k, k))

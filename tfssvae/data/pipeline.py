@@ -205,3 +205,15 @@ class SemiSupervisedSource:
         return semi_supervised_batches(self.images, self.labels, self.labelled_indices, self.batch_size,
                                        self.labelled_batch_size, seed=self.seed, epoch=epoch,
                                        skip_steps=skip_steps)
+
+
+def batch_indices(num_batches=None):
+    """The batch numbers of a procedural source (sprites, faces, multi-digit canvases), each
+    batch rendered from (seed, batch number): ``0, 1, ...`` endlessly, or ``num_batches`` of them.
+
+    Raises:
+        ValueError: if ``num_batches`` is given and is not an int >= 1.
+    """
+    if num_batches is None:
+        return tf.data.Dataset.counter()
+    return tf.data.Dataset.range(check_int(num_batches, "num_batches", 1))

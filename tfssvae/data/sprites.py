@@ -47,6 +47,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from tfssvae.data.pipeline import batch_indices
 from tfssvae.data.validation import check_int, index_vector
 
 FACTOR_NAMES = ("shape", "scale", "orientation", "x", "y")
@@ -373,11 +374,7 @@ def sprites_dataset(batch_size, seed, num_batches=None):
     """
     batch_size = check_int(batch_size, "batch_size", 1)
     seed = check_int(seed, "seed", 0)
-    if num_batches is None:
-        indices = tf.data.Dataset.counter()
-    else:
-        num_batches = check_int(num_batches, "num_batches", 1)
-        indices = tf.data.Dataset.range(num_batches)
+    indices = batch_indices(num_batches)
 
     def make_batch(batch_index):
         images, factors = tf.numpy_function(
