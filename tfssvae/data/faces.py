@@ -60,7 +60,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from tfssvae.data.pipeline import batch_indices
+from tfssvae.data.pipeline import ProceduralSource, batch_indices
 from tfssvae.data.validation import check_int, index_vector
 
 IMAGE_SIZE = 64
@@ -562,27 +562,20 @@ def faces_dataset(batch_size, seed, split="train", num_batches=None,
             .prefetch(tf.data.AUTOTUNE))
 
 
-class FacesSource:
-    """Freshly rendered faces as a batch source for ``training.train``: the data are
-    endless, so an "epoch" is ``steps_per_epoch`` batches; epoch e uses its own seed, so
-    resuming mid-epoch replays exactly the batches that were still to come."""
+class FacesSource(ProceduralSource):
+    """Freshly rendered faces as a batch source for ``training.train`` (``ProceduralSource``)."""
 
     def __init__(self, batch_size, seed, steps_per_epoch=1000, split="train",
                  noise=DEFAULT_NOISE, identity_seed=0):
-        self.batch_size = check_int(batch_size, "batch_size", 1)
-        self.seed = check_int(seed, "seed", 0)
-        self.steps_per_epoch = check_int(steps_per_epoch, "steps_per_epoch", 1)
+        super().__init__(batch_size, seed, steps_per_epoch)
         split_identities(split)
         self.split = split
         self.noise = noise
         self.identity_seed = check_int(identity_seed, "identity_seed", 0)
-        self.examples_per_step = self.batch_size
 
-    def epoch(self, epoch, skip_steps=0):
-        seed = self.seed * 100_003 + epoch
-        return faces_dataset(self.batch_size, seed, split=self.split,
-                             num_batches=self.steps_per_epoch, noise=self.noise,
-                             identity_seed=self.identity_seed).skip(skip_steps)
+    def dataset(self, seed, num_batches):
+        return faces_dataset(self.batch_size, seed, split=self.split, num_batches=num_batches,
+                             noise=self.noise, identity_seed=self.identity_seed)
 
 
 # ------------------------------------------- semi-supervised training on the design

@@ -59,7 +59,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tfssvae.data.pipeline import batch_indices
+from tfssvae.data.pipeline import ProceduralSource, batch_indices
 from tfssvae.data.validation import check_int
 
 CANVAS_SIZE = 50
@@ -464,25 +464,18 @@ def multi_digit_dataset(composer, batch_size, seed, num_batches=None):
             .prefetch(tf.data.AUTOTUNE))
 
 
-class MultiDigitSource:
-    """Composed canvases as a batch source for ``training.train``: endless data, so an
-    "epoch" is ``steps_per_epoch`` batches; epoch e has its own seed, so resuming
-    mid-epoch replays exactly the batches that were still to come."""
+class MultiDigitSource(ProceduralSource):
+    """Composed canvases as a batch source for ``training.train`` (``ProceduralSource``)."""
 
     def __init__(self, composer, batch_size, seed, steps_per_epoch=1000):
         if not isinstance(composer, MultiDigitComposer):
             raise ValueError(f"composer must be a MultiDigitComposer; received "
                              f"{type(composer).__name__}.")
+        super().__init__(batch_size, seed, steps_per_epoch)
         self.composer = composer
-        self.batch_size = check_int(batch_size, "batch_size", 1)
-        self.seed = check_int(seed, "seed", 0)
-        self.steps_per_epoch = check_int(steps_per_epoch, "steps_per_epoch", 1)
-        self.examples_per_step = self.batch_size
 
-    def epoch(self, epoch, skip_steps=0):
-        seed = self.seed * 100_003 + epoch
-        return multi_digit_dataset(self.composer, self.batch_size, seed,
-                                   num_batches=self.steps_per_epoch).skip(skip_steps)
+    def dataset(self, seed, num_batches):
+        return multi_digit_dataset(self.composer, self.batch_size, seed, num_batches=num_batches)
 
 
 # ----------------------------------------------------------------------- TFDS builder

@@ -217,3 +217,22 @@ def batch_indices(num_batches=None):
     if num_batches is None:
         return tf.data.Dataset.counter()
     return tf.data.Dataset.range(check_int(num_batches, "num_batches", 1))
+
+
+class ProceduralSource:
+    """A batch source for ``training.train`` whose data are rendered on the fly (sprites,
+    faces, multi-digit canvases): endless, so an "epoch" is ``steps_per_epoch`` batches.
+    Epoch e uses its own seed, so resuming mid-epoch replays exactly the batches that were
+    still to come.  A subclass gives ``dataset(seed, num_batches)``, the rendered batches."""
+
+    def __init__(self, batch_size, seed, steps_per_epoch=1000):
+        self.batch_size = check_int(batch_size, "batch_size", 1)
+        self.seed = check_int(seed, "seed", 0)
+        self.steps_per_epoch = check_int(steps_per_epoch, "steps_per_epoch", 1)
+        self.examples_per_step = self.batch_size
+
+    def dataset(self, seed, num_batches):
+        raise NotImplementedError
+
+    def epoch(self, epoch, skip_steps=0):
+        return self.dataset(self.seed * 100_003 + epoch, self.steps_per_epoch).skip(skip_steps)

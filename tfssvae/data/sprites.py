@@ -47,7 +47,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tfssvae.data.pipeline import batch_indices
+from tfssvae.data.pipeline import ProceduralSource, batch_indices
 from tfssvae.data.validation import check_int, index_vector
 
 FACTOR_NAMES = ("shape", "scale", "orientation", "x", "y")
@@ -393,20 +393,11 @@ def sprites_dataset(batch_size, seed, num_batches=None):
 
 # ------------------------------------------------------------------------ npz loader
 
-class SpritesSource:
-    """Freshly rendered sprites as a batch source for ``training.train``: the data are endless,
-    so an "epoch" is ``steps_per_epoch`` batches; epoch e uses its own seed, so resuming
-    mid-epoch replays exactly the batches that were still to come."""
+class SpritesSource(ProceduralSource):
+    """Freshly rendered sprites as a batch source for ``training.train`` (``ProceduralSource``)."""
 
-    def __init__(self, batch_size, seed, steps_per_epoch=1000):
-        self.batch_size = check_int(batch_size, "batch_size", 1)
-        self.seed = check_int(seed, "seed", 0)
-        self.steps_per_epoch = check_int(steps_per_epoch, "steps_per_epoch", 1)
-        self.examples_per_step = self.batch_size
-
-    def epoch(self, epoch, skip_steps=0):
-        seed = self.seed * 100_003 + epoch
-        return sprites_dataset(self.batch_size, seed, num_batches=self.steps_per_epoch).skip(skip_steps)
+    def dataset(self, seed, num_batches):
+        return sprites_dataset(self.batch_size, seed, num_batches=num_batches)
 
 
 def load_dsprites_npz(path):
