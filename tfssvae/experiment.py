@@ -17,14 +17,17 @@ import os
 import re
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfssvae import data as data_lib
 from tfssvae import export as export_lib
 from tfssvae.data import faces, sprites
+from tfssvae.data import multi_digit as multi_digit_data
 from tfssvae import configs, evaluation, metrics, models, training
 from tfssvae.models import cascade_vae
 from tfssvae.models import faces as faces_model
+from tfssvae.models import multi_digit as multi_digit_model
 
 #: Constructor arguments that depend on the data; the experiment fills them in (M1+M2's
 #: ``active_dims`` are chosen from the data by ``freeze_m1``), configs leave them out.
@@ -84,6 +87,13 @@ def _classes(value):
         return "expected a tuple of class ids (integers >= 0), possibly empty"
 
 
+def _digit_sizes(value):
+    if (not isinstance(value, (tuple, list)) or len(value) != 2
+            or any(isinstance(v, bool) or not isinstance(v, numbers.Real) for v in value)
+            or not 1 <= value[0] <= value[1]):
+        return "expected (smallest, largest) digit sides in pixels with 1 <= smallest <= largest"
+
+
 def _votes(value):
     if (not isinstance(value, (tuple, list)) or len(value) != 2
             or any(_integer(1)(v) for v in value)):
@@ -124,6 +134,8 @@ RUN_OPTIONS = {
                     "factor_vae_samples_per_value": _integer(0)},
     "faces": {"steps_per_epoch": _integer(1), "identity_supervision": _fraction,
               "lighting_supervision": _fraction, "noise": _non_negative_number, "test_size": _integer(-1)},
+    "multi_digit": {"count_supervision": _fraction, "canvas_size": _integer(1), "digit_sizes": _digit_sizes,
+                    "train_canvases": _integer(1), "test_canvases": _integer(1)},
 }
 
 
@@ -215,7 +227,7 @@ def validate(config):
         problem = check(value)
         if problem:
             raise ValueError(f"{key}: {problem}, received {value!r}")
-    if config.labelled_batch_size == 0 and model_class.has_classifier:
+    if config.labelled_batch_size == 0 and model_class.has_classifier and model_class is not models.MultiDigitModel:
         raise ValueError(f"labelled_batch_size: 0 would leave the {config.num_labels} labels unused by the "
                          f"semi-supervised {name}; expected a positive number, or -1 (half the batch, at most "
                          f"num_labels)")
@@ -223,9 +235,43 @@ def validate(config):
         _check_cascade_run(config)
     if model_class is models.FacesModel:  # the held-out pairs must leave some to train on
         faces.design_split(config.validation_size, config.test_size)
+    if model_class is models.MultiDigitModel:
+        _check_multi_digit_run(config)
     if model_class is models.MLVAE and config.group_size > config.batch_size:
         raise ValueError(f"group_size: a group of {config.group_size} examples is larger than a batch "
                          f"(batch_size={config.batch_size}); its members must fit in one batch to share a content")
+
+
+def _check_multi_digit_run(config):
+    """The digits must fit on the canvas, and labelled batches need labelled canvases (and leave room)."""
+    if config.digit_sizes[1] > config.canvas_size:
+        raise ValueError(f"digit_sizes: the largest digit side {config.digit_sizes[1]:g} does not fit on a canvas of "
+                         f"canvas_size={config.canvas_size} pixels; expected at most {config.canvas_size}")
+    labelled = _labelled_canvases(config)
+    if config.labelled_batch_size > 0 and labelled == 0:
+        raise ValueError(f"labelled_batch_size: {config.labelled_batch_size} labelled canvases a batch, but "
+                         f"count_supervision={config.count_supervision} observes no count; set it to -1 or 0")
+    if config.labelled_batch_size == 0 and labelled > 0:
+        raise ValueError(f"labelled_batch_size: 0 would leave the {labelled} observed counts unused; expected a "
+                         f"positive number, or -1 (half the batch, at most the labelled canvases)")
+    if config.labelled_batch_size >= config.batch_size:
+        raise ValueError(f"labelled_batch_size: expected fewer than batch_size={config.batch_size}, so every batch "
+                         f"has unlabelled canvases; received {config.labelled_batch_size}")
+    unlabelled = config.batch_size - _labelled_batch_size(config)
+    if config.train_canvases < unlabelled:
+        raise ValueError(f"train_canvases: expected at least one batch of {unlabelled} unlabelled canvases, "
+                         f"received {config.train_canvases}")
+
+
+def _labelled_canvases(config):
+    """How many training canvases have their count observed: round(count_supervision * n), at least 1 if > 0."""
+    return int(faces.supervision_mask(config.train_canvases, config.count_supervision, 0, "count_supervision").sum())
+
+
+def _labelled_batch_size(config):
+    if config.labelled_batch_size >= 0:
+        return config.labelled_batch_size
+    return min(config.batch_size // 2, _labelled_canvases(config))
 
 
 def _check_cascade_run(config):
@@ -263,6 +309,8 @@ def default_model_dir(config):
         decoder = config.model.get("decoder", "intrinsic")
         return os.path.join("runs", f"faces_{decoder}_identity{config.identity_supervision:g}_"
                                     f"lighting{config.lighting_supervision:g}_seed{config.seed}")
+    if config.model.name == "multi_digit":  # supervised by a fraction of canvases, not a label count
+        return os.path.join("runs", f"multi_digit_{dataset}_count{config.count_supervision:g}_seed{config.seed}")
     return os.path.join("runs", f"{config.model.name}_{dataset}_{config.num_labels}labels_seed{config.seed}")
 
 
@@ -375,6 +423,51 @@ def _train_faces(config, model, source, model_dir, train_config):
         errors = faces_model.heldout_errors(model, data["x"], data["identity"], data["light"])
         measured.update({f"{name}_{key}": value for key, value in errors.items()})
         measured[f"{name}_pairs"] = len(data["x"])
+    return summary, measured
+
+
+def _compose(composer, num_canvases, seed, chunk=1000):
+    """``num_canvases`` canvases of ``composer``, drawn in chunks (each from its own generator
+    seeded ``[*seed, chunk index]``) so that the renderer's temporaries stay small."""
+    parts = [composer.sample(np.random.default_rng([*seed, i]), min(chunk, num_canvases - start))
+             for i, start in enumerate(range(0, num_canvases, chunk))]
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+
+def _train_multi_digit(config, model, source, model_dir, train_config):
+    """Canvases composed from the source's digits, a fraction with observed counts, then the test figures.
+
+    ``train_canvases`` canvases from the training digits are composed once for the seed;
+    ``count_supervision`` of them (exactly ``round(fraction * n)``, chosen by the seed)
+    carry their count, and batches mix unlabelled and labelled canvases as the
+    semi-supervised models' do.  The model kept is the one with the best count accuracy
+    on ``validation_size`` further canvases of training digits; the figures reported
+    (``multi_digit.evaluate_canvases``: count accuracy, reconstruction error, mean IoU of
+    matched boxes on correctly counted canvases) are on ``test_canvases`` canvases of the
+    source's test digits.
+    """
+    options = dict(canvas_size=config.canvas_size, max_digits=model.max_digits,
+                   digit_sizes=tuple(config.digit_sizes))
+    train_composer = multi_digit_data.MultiDigitComposer(source.train_images, source.train_labels, **options)
+    test_composer = multi_digit_data.MultiDigitComposer(source.test_images, source.test_labels, **options)
+    train = _compose(train_composer, config.train_canvases, [config.seed, 1])
+    validation_size = config.validation_size if config.validation_size >= 0 \
+        else min(5000, max(1, config.train_canvases // 10))
+    held_out = {"test": _compose(test_composer, config.test_canvases, [config.seed, 3])}
+    if validation_size:
+        held_out["validation"] = _compose(train_composer, validation_size, [config.seed, 2])
+    labelled = np.flatnonzero(faces.supervision_mask(config.train_canvases, config.count_supervision,
+                                                     [config.seed, 4], "count_supervision"))
+    batches = data_lib.SemiSupervisedSource(train["x"], train["count"], labelled, config.batch_size,
+                                            _labelled_batch_size(config), config.seed)
+    validation = (held_out["validation"]["x"], held_out["validation"]["count"]) if validation_size else None
+    summary = training.train(model, batches, model_dir, train_config, validation)
+    measured = {"count_supervision": config.count_supervision, "labelled_canvases": int(len(labelled)),
+                "training_canvases": config.train_canvases, "max_digits": model.max_digits}
+    for name, data in held_out.items():
+        figures = multi_digit_model.evaluate_canvases(model, data["x"], data["count"], data["boxes"])
+        measured.update({f"{name}_{key}": value for key, value in figures.items()})
+        measured[f"{name}_canvases"] = len(data["x"])
     return summary, measured
 
 
@@ -535,6 +628,15 @@ def _run_locked(config, name, model_class, model_dir, export_base, chief=True):
         source = None
         model = build_model(config, faces.IMAGE_SHAPE, faces.NUM_TRAIN_IDENTITIES, None)
         train = _train_faces
+    elif model_class is models.MultiDigitModel:
+        # The digits the canvases are composed from; the model sees canvases, one count class a value 0..K.
+        source = data_lib.load_source(config.dataset, config.data_dir)
+        if source.image_shape[-1] != 1 or source.image_shape[0] != source.image_shape[1]:
+            raise ValueError(f"dataset: multi-digit canvases need square grey digits, received {config.dataset!r} "
+                             f"with images of shape {source.image_shape}")
+        max_digits = config.model.get("max_digits", 3)
+        model = build_model(config, (config.canvas_size, config.canvas_size, 1), max_digits + 1, None)
+        train = _train_multi_digit
     else:
         source = data_lib.load_source(config.dataset, config.data_dir)
         # The classifier weight alpha * N / N_labelled counts the images left after validation.

@@ -17,7 +17,7 @@ import importlib.util
 import os
 
 #: The config files of this package, by name (each also a key of ``tfssvae.models.MODELS``).
-NAMES = ("m1", "m2", "m1m2", "ssdgm_mnist", "ssdgm_svhn", "mlvae", "cascade_vae", "faces")
+NAMES = ("m1", "m2", "m1m2", "ssdgm_mnist", "ssdgm_svhn", "mlvae", "cascade_vae", "faces", "multi_digit")
 
 DIRECTORY = os.path.dirname(os.path.abspath(__file__))
 

@@ -503,7 +503,7 @@ def evaluate_canvases(model, canvases, counts, boxes, batch_size=500):
       one); ``reconstruction_mse``, the mean squared error per pixel of ``reconstruct``
       (the digits of the likeliest count); ``mean_iou``, the mean IoU of inferred with true
       boxes over the digits of correctly counted canvases, boxes matched by
-      ``matched_iou`` (NaN when no correctly counted canvas holds a digit); and
+      ``matched_iou`` (None when no correctly counted canvas holds a digit); and
       ``iou_boxes``, the number of boxes that mean is over.
     """
     canvases = np.asarray(canvases, np.float32)
@@ -532,7 +532,7 @@ def evaluate_canvases(model, canvases, counts, boxes, batch_size=500):
     iou, present = matched_iou(boxes[right], inferred[right], counts[right])
     return {"count_accuracy": float(np.mean(right)),
             "reconstruction_mse": float(np.mean(np.concatenate(squared))),
-            "mean_iou": float(iou[present].mean()) if present.any() else float("nan"),
+            "mean_iou": float(iou[present].mean()) if present.any() else None,
             "iou_boxes": int(present.sum())}
 
 

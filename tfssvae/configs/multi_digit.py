@@ -1,0 +1,64 @@
+"""multi_digit (Siddharth et al. 2017, multi-digit scenes): count, place and draw 0..K digits.
+
+Trains ``tfssvae.models.MultiDigitModel`` on canvases composed by
+``tfssvae.data.multi_digit`` from the digits of ``dataset`` (any digit source:
+``"digits"``, the embedded 8x8 digits, by default; ``"idx:<dir>"`` for MNIST-format
+data): ``train_canvases`` canvases from the source's training digits, composed once for
+the seed, of which a fraction ``count_supervision`` (exactly ``round(fraction * n)``,
+chosen by the seed) have their count observed; ``validation_size`` more canvases from
+the training digits (-1: a tenth of ``train_canvases``, at most 5,000) choose the
+checkpoint (best count accuracy), and ``test_canvases`` from the source's test digits
+give the reported figures (count accuracy, reconstruction error, box IoU).  Batches mix
+unlabelled and labelled canvases as M2's do (``labelled_batch_size``, -1: half the batch,
+at most the labelled canvases); ``num_labels`` is not used (``count_supervision`` says
+how many counts are observed).
+
+``max_digits`` (K), ``glimpse_size`` and the network sizes are the model's;
+``canvas_size`` and ``digit_sizes`` (smallest and largest digit side, pixels) are the
+data's.
+
+Variants: ``tiny``, a few steps of tiny networks on 24x24 canvases of at most two
+digits, for tests and smoke runs.
+
+Sized for a 2-core CPU: a step of 32 canvases (K + 1 = 4 enumerated copies of each)
+takes about 0.26 s at float32 on the shared 2-core machine (measured on 50x50 canvases,
+K = 3, with the benchmarks running beside it), so the default 15 epochs of 625 steps
+(9,375 steps) take about 41 minutes, plus a few seconds of validation a epoch.
+"""
+from tfssvae.configs import base
+
+TINY = dict(epochs=1, batch_size=8, train_canvases=64, validation_size=16, test_canvases=16, canvas_size=24,
+            digit_sizes=(10.0, 14.0),
+            model=dict(max_digits=2, glimpse_size=8, what_dim=3, encoder_units=16, lstm_units=16, what_units=16))
+VARIANTS = {
+    "tiny": TINY,
+}
+
+
+def get_config(variant=None):
+    config = base.run_config(
+        model=dict(name="multi_digit",
+                   max_digits=3,  # K: steps of the recurrence, the most digits on a canvas
+                   glimpse_size=20,  # side of the glimpse read and written each step, pixels
+                   what_dim=10,  # size of z_what
+                   encoder_units=256,  # hidden width of the MLP reading (canvas, residual) each step
+                   lstm_units=128,  # LSTM state
+                   what_units=200,  # hidden width of the z_what encoder and of the glimpse decoder
+                   alpha=10.0,  # weight of log q(count | x) of supervised canvases beyond the bound
+                   presence_prior=0.5,  # p(step t present | step t-1 present) at the start
+                   learn_presence_prior=True,  # learn those prior probabilities by the bound
+                   where_prior_scale=1.0,  # std of p(z_where) (unconstrained)
+                   num_samples=1,  # samples per (canvas, count) in the objective
+                   variant="weighted"),  # the paper's estimator ("weighted") or log-mean-exp ("iw")
+        dataset="digits",  # the digit source the canvases are composed from
+        batch_size=32,
+        learning_rate=1e-3,
+        epochs=15,
+        validation_size=500,  # canvases from training digits choosing the checkpoint (count accuracy)
+        count_supervision=0.1,  # fraction of training canvases whose count is observed, in [0, 1]
+        canvas_size=50,  # canvas side, pixels
+        digit_sizes=(20.0, 28.0),  # smallest and largest digit side, pixels
+        train_canvases=10_000,  # training canvases, composed once for the seed
+        test_canvases=1_000,  # canvases from the source's test digits for the reported figures
+    )
+    return base.apply_variant(config, variant, VARIANTS, "multi_digit.py")
