@@ -115,15 +115,29 @@ class Trace:
             raise ValueError(f"mask of {name!r}: expected shape [{rows}], received {mask.shape}")
         return tf.convert_to_tensor(value), mask
 
-    def variable(self, name, distribution):
+    def variable(self, name, distribution, sample=None):
         """Draws a variable from any tfp ``distribution`` with batch shape ``[rows]``; returns its value.
 
         In an encoder it is sampled (reparameterised where the distribution allows) or,
         where supervised, takes the observed value; in a decoder conditioned on an
         encoder it takes the encoder's value; otherwise it is sampled.
+
+        ``sample``: a draw of ``distribution`` made by the caller, used in place of
+        ``distribution.sample()`` for the rows that are not observed (e.g. one draw shared
+        by the copies of an example that must see the same noise); the caller keeps it
+        reparameterised.  Not allowed where the value comes from the conditioning trace.
         """
         self._new(name)
         source = self._from_condition(name)
+        if source is not None and sample is not None:
+            raise ValueError(f"sample of {name!r}: a trace conditioned on another takes that trace's value; "
+                             f"received a sample as well")
+        if sample is not None:
+            expected = distribution.batch_shape.concatenate(distribution.event_shape)
+            sample = tf.convert_to_tensor(sample, distribution.dtype)
+            if not sample.shape.is_compatible_with(expected):
+                raise ValueError(f"sample of {name!r}: expected shape {expected} to fit its distribution, "
+                                 f"received {sample.shape}")
         if source is not None:
             value = source.value
             kind = source.kind
@@ -142,13 +156,14 @@ class Trace:
                     f"received {observed_value.shape}"
                 )
             observed_value = tf.cast(observed_value, distribution.dtype)
-            sample = distribution.sample()
+            sample = distribution.sample() if sample is None else sample
             event_dims = len(distribution.event_shape)
             mask = tf.reshape(observed, [-1] + [1] * event_dims)
             value = tf.where(mask, observed_value, sample)
             kind = "supervised"
         else:
-            value, kind, observed = distribution.sample(), "latent", None
+            value = distribution.sample() if sample is None else sample
+            kind, observed = "latent", None
         log_prob = distribution.log_prob(value)
         self.records[name] = Record(name, distribution, value, log_prob, kind, observed)
         return value

@@ -31,7 +31,15 @@ rejected: a relaxed presence is never exactly 0, so a step after a "soft" absenc
 neither present nor absent, the absorbing prior scores it with log 0, and the
 auxiliary-variable device below (which needs each step exactly present or absent)
 would not hold; enumeration also removes the gradient variance of the discrete choice,
-AIR's main difficulty, at the price of (K + 1) times the compute.
+AIR's main difficulty.  q(count | x, z) depends on the z's drawn before it (step t's
+LSTM state reads z_{<t}), so the K + 1 copies share one draw of every z (the
+recognition runs once and ``graph.Trace.variable`` takes that draw for every copy):
+the bound is then ``E_{q(z | x)} sum_c q(c | x, z) [log p(x, c, z) - log q(z | x)
+- log q(c | x, z)]`` exactly, and the objective's enumeration, which assumes that
+``q(c | ...)`` sums to one over the copies of an example, holds.  Independent draws
+per copy would make that sum differ from one and add a spurious ``(1 + alpha) log``
+of it to the bound.  The recognition runs once a canvas and the digits are drawn once
+a canvas: only the likelihood is evaluated K + 1 times.
 
 **Absent steps' z.**  Shapes are static: every step draws z_where_t and z_what_t in
 every row.  For a row whose count c has step t >= c absent, the generative model draws
@@ -270,10 +278,31 @@ class MultiDigitModel(GenerativeModel):
 
     # --- the graph --------------------------------------------------------------------
 
+    def _copies(self):
+        return self.max_digits + 1
+
     def encode_graph(self, q, x, training=False):
-        """The steps' z_where, z_what, then q(count | x, z) from the per-step presence logits."""
-        out = self.recognise(x, q.variable, training)
-        q.discrete("count", count_log_probs(out["presence_logits"]))
+        """The steps' z_where, z_what, then q(count | x, z) from the per-step presence logits.
+
+        ``x`` is laid out as the objective lays out an enumerated batch: K + 1 copies of
+        the same ``[S * batch, ...]`` block, copy k holding count k.  The recognition runs
+        once, on the first block, and its draws are shared by the K + 1 copies (module
+        docstring: one z, every count summed out under q(count | x, z)).
+        """
+        copies = self._copies()
+        block = tf.shape(x)[0] // copies
+        drawn = []
+
+        def draw(name, distribution):
+            value = distribution.sample()  # reparameterised (Normal)
+            drawn.append((name, distribution.distribution, value))
+            return value
+
+        out = self.recognise(x[:block], draw, training)
+        tile = lambda t: tf.tile(t, [copies] + [1] * (t.shape.rank - 1))
+        for name, normal, value in drawn:
+            q.variable(name, tfd.Independent(tfd.Normal(tile(normal.loc), tile(normal.scale)), 1), sample=tile(value))
+        q.discrete("count", tile(count_log_probs(out["presence_logits"])))
 
     def _step_prior(self, p, name, present, dim, scale):
         """p(z_t | count): ``N(0, scale^2 I)`` where step t is present; where it is absent, the
@@ -290,15 +319,23 @@ class MultiDigitModel(GenerativeModel):
     def decode_graph(self, p, x, training=False):
         """p(count), then per step p(z_where_t | count), p(z_what_t | count), and p(x | ...)."""
         rows = tf.shape(x)[0]
+        K = self.max_digits
         present = presence_from_count(p.discrete("count", self.prior_count_logits(rows)))
-        digit_sum = tf.zeros(tf.shape(x))
-        for t in range(self.max_digits):
-            on = present[:, t]
-            where_raw = p.variable(f"where_{t}", self._step_prior(p, f"where_{t}", on, 3,
-                                                                 self._config["where_prior_scale"]))
-            what = p.variable(f"what_{t}", self._step_prior(p, f"what_{t}", on, self.what_dim, 1.0))
-            digit_sum = digit_sum + on[:, None, None, None] * self.render_digit(what, where_raw, training)
-        p.observe("x", self.canvas_distribution(digit_sum), x)
+        where, what = [], []
+        for t in range(K):
+            where.append(p.variable(f"where_{t}", self._step_prior(p, f"where_{t}", present[:, t], 3,
+                                                                   self._config["where_prior_scale"])))
+            what.append(p.variable(f"what_{t}", self._step_prior(p, f"what_{t}", present[:, t], self.what_dim,
+                                                                 1.0)))
+        where, what = tf.stack(where, axis=1), tf.stack(what, axis=1)  # [rows, K, ...]
+        # Conditioned on encode_graph, the K + 1 copies hold the same z: the digits are
+        # drawn once, on the first block, and only their presence differs by copy.
+        drawn = rows // self._copies() if p.conditioned_on is not None else rows
+        digits = self.render_digit(tf.reshape(what[:drawn], [-1, self.what_dim]),
+                                   tf.reshape(where[:drawn], [-1, 3]), training)
+        digits = tf.reshape(digits, tf.concat([[drawn, K], tf.shape(digits)[1:]], axis=0))
+        digits = tf.tile(digits, [rows // drawn, 1, 1, 1, 1])
+        p.observe("x", self.canvas_distribution(tf.einsum("rk,rkhwc->rhwc", present, digits)), x)
 
     def _check_counts(self, counts, mask):
         """ValueError (eager) or an in-graph assertion: observed counts must be in 0..K."""
