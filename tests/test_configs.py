@@ -38,10 +38,14 @@ def test_every_variant_loads(name, variant):
 
 
 @pytest.mark.parametrize("name", ["m2", "m1m2", "ssdgm_mnist", "mlvae"])
-def test_fashion_mnist_variants_change_only_the_dataset_and_batches(name):
+def test_fashion_mnist_variants_change_only_the_data_batches_and_step_size(name):
+    """The variant changes the data and the batches; M2 and ssdgm_mnist also the learning rate."""
     base, fashion = configs.get(name).to_dict(), configs.get(f"{name}.py:fashion_mnist").to_dict()
     assert fashion["dataset"] == "idx:/usr/share/datasets/fashion-mnist"
     batches = ("batch_size", "labelled_batch_size")
+    if name in ("m2", "ssdgm_mnist"):  # 364 steps on the digits take a larger step size (configs/base.py)
+        batches += ("learning_rate",)
+        assert (base["learning_rate"], fashion["learning_rate"]) == (2e-3, 3e-4)
     if name == "mlvae":  # 100 epochs of the 1,347 digits are 1,600 steps, 10 of Fashion-MNIST 7,500 (issue 10)
         batches += ("epochs",)
         assert (base["epochs"], fashion["epochs"]) == (100, 10)

@@ -10,5 +10,6 @@ def get_config(variant=None):
                    alpha=0.1, network="mlp",
                    kl_z_weight=1.0),  # weight of KL(q(z | x, y) || p(z)); 1: the ELBO (RESULTS.md, issue 8)
         steps_per_call=10,
+        learning_rate=base.DIGITS_LEARNING_RATE,  # the fashion_mnist variant sets the official 3e-4
     )
     return base.apply_variant(config, variant, VARIANTS, "m2.py")

@@ -16,5 +16,6 @@ def get_config(variant=None):
                    discrete="enumerate",  # the latent class summed out ("enumerate") or Concrete ("relax")
                    temperature=0.66),  # Concrete temperature
         steps_per_call=10,
+        learning_rate=base.DIGITS_LEARNING_RATE,  # the fashion_mnist variant sets the official 3e-4
     )
     return base.apply_variant(config, variant, VARIANTS, "ssdgm_mnist.py")
