@@ -20,10 +20,13 @@ data's.
 Variants: ``tiny``, a few steps of tiny networks on 24x24 canvases of at most two
 digits, for tests and smoke runs.
 
-Sized for a 2-core CPU: a step of 32 canvases (K + 1 = 4 enumerated copies of each)
-takes about 0.26 s at float32 on the shared 2-core machine (measured on 50x50 canvases,
-K = 3, with the benchmarks running beside it), so the default 15 epochs of 625 steps
-(9,375 steps) take about 41 minutes, plus a few seconds of validation a epoch.
+Sized for a 2-core CPU: a step of 32 canvases takes about 0.085 s at float32 on the
+shared 2-core machine (measured through the binary on 50x50 canvases, K = 3, with the
+benchmarks running beside it: 625 steps in 72 s, 375 canvases/s; the recognition and the
+digits run once a canvas, only the likelihood once per count), so the default 30 epochs
+of 625 steps (18,750 steps) take about 27 minutes, plus a few seconds of validation an
+epoch and the test figures.  After one epoch (measured, seed 0): test count accuracy
+0.886, mean box IoU 0.54 on correctly counted canvases, reconstruction MSE 0.0128.
 """
 from tfssvae.configs import base
 
@@ -53,7 +56,7 @@ def get_config(variant=None):
         dataset="digits",  # the digit source the canvases are composed from
         batch_size=32,
         learning_rate=1e-3,
-        epochs=15,
+        epochs=30,
         validation_size=500,  # canvases from training digits choosing the checkpoint (count accuracy)
         count_supervision=0.1,  # fraction of training canvases whose count is observed, in [0, 1]
         canvas_size=50,  # canvas side, pixels

@@ -467,11 +467,12 @@ class MultiDigitModel(GenerativeModel):
         return {**super().serving_bounds(), "counts": (0, self.max_digits + 1)}
 
     def serving_functions(self):
+        """``count`` (also ``serving_default``), ``decompose``, ``reconstruct`` and ``generate``;
+        ``classify`` is left out of the export: it is ``count`` under other output names."""
         images = [self.input_signature()]
         return {
             "count": (self.count, images),
             "decompose": (self.decompose, images),
-            "classify": (self.classify, images),
             "reconstruct": (self.reconstruct, images),
             "generate": (self.generate, self.generate_signature()),
             "serving_default": (self.count, images),
