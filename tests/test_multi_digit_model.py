@@ -279,13 +279,19 @@ def test_a_digit_is_found_where_it_is_after_a_short_run():
         rows = rng.integers(0, len(train["x"]), 32)
         step({"x": tf.gather(x, rows), "y": tf.gather(y, rows), "y_mask": tf.ones([32], tf.bool)})
     scene = model.decompose(canvases)
-    iou = multi_digit.box_iou(scene["boxes"].numpy()[:, 0], boxes)
+    inferred = scene["boxes"].numpy()[:, 0]
+    iou = multi_digit.box_iou(inferred, boxes)
+    centre = lambda b: np.stack([b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]], -1) / 2
+    centre_error = 24 * np.linalg.norm(centre(inferred) - centre(boxes), axis=-1)  # pixels
     presence = scene["presence"].numpy()
     counted = scene["count_probabilities"].numpy().argmax(-1)
-    # Measured (seeds 0, 1, 2 of this set-up): step 0 present with probability > 0.97 and
-    # IoU 0.61-0.85 with the true box at every corner; the count is 1 on most canvases
-    # (one seed gave 2 on one corner).  IoU > 0.5 at a corner is at most 0.14 for a box
-    # in any other corner or in the middle, so the digit is found where it is.
+    # Measured (seeds 0 to 4 of this set-up): step 0 present with probability > 0.97, its
+    # centre 0.6 to 1.7 pixels from the digit's (the next corner is 12 pixels away), IoU
+    # 0.53 to 0.85 (the glimpse is drawn a little larger than the 12-pixel box: sides of
+    # 15 to 16.5 pixels); the count is 1 on most canvases (one seed gave 2 on one corner).
+    # IoU > 0.4 allows a box about an eighth of the canvas off in both directions at most;
+    # any box of this size in another corner or the middle scores at most 0.14.
     assert (presence[:, 0] > 0.9).all(), presence
-    assert (iou > 0.5).all(), iou
+    assert (centre_error < 3.0).all(), centre_error
+    assert (iou > 0.4).all(), iou
     assert (counted == 1).sum() >= 3, scene["count_probabilities"].numpy()
