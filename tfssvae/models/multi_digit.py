@@ -482,7 +482,11 @@ class MultiDigitModel(GenerativeModel):
 # ------------------------------------------------------------------------- evaluation
 
 def box_iou(a, b):
-    """Intersection over union of boxes ``[..., 4]`` ``(y_min, x_min, y_max, x_max)`` (numpy)."""
+    """Intersection over union of boxes ``[..., 4]`` ``(y_min, x_min, y_max, x_max)`` (numpy,
+    broadcasting ``a`` against ``b``); 0 where both boxes are empty."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape[-1:] != (4,) or b.shape[-1:] != (4,):
+        raise ValueError(f"boxes: expected [..., 4] (y_min, x_min, y_max, x_max), received {a.shape} and {b.shape}")
     low = np.maximum(a[..., :2], b[..., :2])
     high = np.minimum(a[..., 2:], b[..., 2:])
     intersection = np.prod(np.clip(high - low, 0.0, None), axis=-1)
