@@ -429,6 +429,7 @@ class MultiDigitModel(GenerativeModel):
         return {"reconstruction": tf.minimum(digits, 1.0), "count": tf.cast(count, tf.int64)}
 
     def encode(self, images):
+        """The shared interface's code of an image: ``decompose``."""
         return self.decompose(images)
 
     def generate(self, counts, z_where, z_what):
