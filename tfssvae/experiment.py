@@ -24,7 +24,7 @@ from tfssvae import data as data_lib
 from tfssvae import export as export_lib
 from tfssvae.data import faces, sprites
 from tfssvae.data import multi_digit as multi_digit_data
-from tfssvae import configs, evaluation, metrics, models, training
+from tfssvae import configs, evaluation, faces_figures, metrics, models, training
 from tfssvae.models import cascade_vae
 from tfssvae.models import faces as faces_model
 from tfssvae.models import multi_digit as multi_digit_model
@@ -398,7 +398,10 @@ def _train_faces(config, model, source, model_dir, train_config):
     The training pairs of the design (``faces.design_split``) carry an identity mask and a
     light mask drawn independently for the seed; the model kept is the one with the lowest
     identity error on the validation pairs; the errors reported are on the test pairs
-    (images of training identities under lights not shown for them in training).
+    (images of training identities under lights not shown for them in training).  The
+    figures of ``faces_figures.write_all`` (``faces_lighting.png``, ``faces_identity.png``,
+    ``faces_relight.png``, ``faces_intrinsics.png`` for the intrinsic decoder) go into
+    ``model_dir``.
     """
     del source
     split = faces.design_split(config.validation_size, config.test_size)
@@ -423,6 +426,10 @@ def _train_faces(config, model, source, model_dir, train_config):
         errors = faces_model.heldout_errors(model, data["x"], data["identity"], data["light"])
         measured.update({f"{name}_{key}": value for key, value in errors.items()})
         measured[f"{name}_pairs"] = len(data["x"])
+    if training.is_chief():
+        # The issue-12 figures beside the metrics: deterministic (style at the prior mean,
+        # fixed input noise) and about a second, so every run leaves them in its directory.
+        faces_figures.write_all(model, model_dir)
     return summary, measured
 
 
