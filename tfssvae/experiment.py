@@ -441,35 +441,80 @@ def _compose(composer, num_canvases, seed, chunk=1000):
     return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
 
+def multi_digit_max_digits(config):
+    """K of a multi-digit run: its ``model.max_digits``, else the model's default (3)."""
+    return config.model.get("max_digits", inspect.signature(models.MultiDigitModel.__init__)
+                            .parameters["max_digits"].default)
+
+
+def multi_digit_canvases(config, source):
+    """The canvases of a multi-digit run and which of them have their count observed.
+
+    One function for every user of a run's data (``_train_multi_digit``, the supervised
+    count baseline ``tfssvae.count_baseline``), so that a baseline sees exactly the run's
+    labelled, validation and test canvases.  Canvases have side ``config.canvas_size``,
+    digits of sides in ``config.digit_sizes`` and 0..K digits (K =
+    ``multi_digit_max_digits(config)``); each set is composed once for ``config.seed``.
+
+    Args:
+      config: a multi-digit run config (``tfssvae/configs/multi_digit.py``).
+      source: the digit source (``data.load_source(config.dataset, config.data_dir)``).
+
+    Returns:
+      dict: ``"train"`` (``config.train_canvases`` canvases of the source's training
+      digits), ``"test"`` (``config.test_canvases`` of its test digits) and, unless the
+      validation size is 0, ``"validation"`` (``validation_size`` canvases of training
+      digits; -1: a tenth of ``train_canvases``, at least 1, at most 5,000): each the
+      ``MultiDigitComposer.sample`` dict (``"x"`` float32 ``[n, size, size, 1]``,
+      ``"count"`` int32 ``[n]``, ``"boxes"`` ``[n, K, 4]``, ...); and ``"labelled"``,
+      bool ``[train_canvases]``: the training canvases whose count is observed,
+      ``round(count_supervision * n)`` of them (at least one when the fraction is > 0),
+      chosen by the seed.
+    """
+    options = dict(canvas_size=config.canvas_size, max_digits=multi_digit_max_digits(config),
+                   digit_sizes=tuple(config.digit_sizes))
+    train_composer = multi_digit_data.MultiDigitComposer(source.train_images, source.train_labels, **options)
+    test_composer = multi_digit_data.MultiDigitComposer(source.test_images, source.test_labels, **options)
+    # Each set has its own seed stream ([seed, 1..4]): changing one size leaves the others as they were.
+    canvases = {"train": _compose(train_composer, config.train_canvases, [config.seed, 1]),
+                "test": _compose(test_composer, config.test_canvases, [config.seed, 3])}
+    validation_size = config.validation_size if config.validation_size >= 0 \
+        else min(5000, max(1, config.train_canvases // 10))
+    if validation_size:
+        canvases["validation"] = _compose(train_composer, validation_size, [config.seed, 2])
+    canvases["labelled"] = faces.supervision_mask(config.train_canvases, config.count_supervision,
+                                                  [config.seed, 4], "count_supervision")
+    return canvases
+
+
+def multi_digit_batches(config, canvases):
+    """The training batches of a multi-digit run: ``canvases["train"]`` (``multi_digit_canvases``)
+    with the counts as labels, observed where ``canvases["labelled"]``, mixed in every batch
+    as the semi-supervised models' (``data.SemiSupervisedSource``)."""
+    train = canvases["train"]
+    return data_lib.SemiSupervisedSource(train["x"], train["count"], np.flatnonzero(canvases["labelled"]),
+                                         config.batch_size, _labelled_batch_size(config), config.seed)
+
+
 def _train_multi_digit(config, model, source, model_dir, train_config):
     """Canvases composed from the source's digits, a fraction with observed counts, then the test figures.
 
     ``train_canvases`` canvases from the training digits are composed once for the seed;
     ``count_supervision`` of them (exactly ``round(fraction * n)``, chosen by the seed)
     carry their count, and batches mix unlabelled and labelled canvases as the
-    semi-supervised models' do.  The model kept is the one with the best count accuracy
-    on ``validation_size`` further canvases of training digits; the figures reported
-    (``multi_digit.evaluate_canvases``: count accuracy, reconstruction error, mean IoU of
-    matched boxes on correctly counted canvases) are on ``test_canvases`` canvases of the
-    source's test digits.
+    semi-supervised models' do (``multi_digit_canvases``, ``multi_digit_batches``).  The
+    model kept is the one with the best count accuracy on ``validation_size`` further
+    canvases of training digits; the figures reported (``multi_digit.evaluate_canvases``:
+    count accuracy, reconstruction error, mean IoU of matched boxes on correctly counted
+    canvases) are on ``test_canvases`` canvases of the source's test digits.
     """
-    options = dict(canvas_size=config.canvas_size, max_digits=model.max_digits,
-                   digit_sizes=tuple(config.digit_sizes))
-    train_composer = multi_digit_data.MultiDigitComposer(source.train_images, source.train_labels, **options)
-    test_composer = multi_digit_data.MultiDigitComposer(source.test_images, source.test_labels, **options)
-    train = _compose(train_composer, config.train_canvases, [config.seed, 1])
-    validation_size = config.validation_size if config.validation_size >= 0 \
-        else min(5000, max(1, config.train_canvases // 10))
-    held_out = {"test": _compose(test_composer, config.test_canvases, [config.seed, 3])}
-    if validation_size:
-        held_out["validation"] = _compose(train_composer, validation_size, [config.seed, 2])
-    labelled = np.flatnonzero(faces.supervision_mask(config.train_canvases, config.count_supervision,
-                                                     [config.seed, 4], "count_supervision"))
-    batches = data_lib.SemiSupervisedSource(train["x"], train["count"], labelled, config.batch_size,
-                                            _labelled_batch_size(config), config.seed)
-    validation = (held_out["validation"]["x"], held_out["validation"]["count"]) if validation_size else None
+    canvases = multi_digit_canvases(config, source)
+    held_out = {name: canvases[name] for name in ("test", "validation") if name in canvases}
+    batches = multi_digit_batches(config, canvases)
+    validation = (held_out["validation"]["x"], held_out["validation"]["count"]) if "validation" in held_out \
+        else None
     summary = training.train(model, batches, model_dir, train_config, validation)
-    measured = {"count_supervision": config.count_supervision, "labelled_canvases": int(len(labelled)),
+    measured = {"count_supervision": config.count_supervision, "labelled_canvases": int(canvases["labelled"].sum()),
                 "training_canvases": config.train_canvases, "max_digits": model.max_digits}
     for name, data in held_out.items():
         figures = multi_digit_model.evaluate_canvases(model, data["x"], data["count"], data["boxes"])
@@ -641,8 +686,8 @@ def _run_locked(config, name, model_class, model_dir, export_base, chief=True):
         if source.image_shape[-1] != 1 or source.image_shape[0] != source.image_shape[1]:
             raise ValueError(f"dataset: multi-digit canvases need square grey digits, received {config.dataset!r} "
                              f"with images of shape {source.image_shape}")
-        max_digits = config.model.get("max_digits", 3)
-        model = build_model(config, (config.canvas_size, config.canvas_size, 1), max_digits + 1, None)
+        model = build_model(config, (config.canvas_size, config.canvas_size, 1),
+                            multi_digit_max_digits(config) + 1, None)
         train = _train_multi_digit
     else:
         source = data_lib.load_source(config.dataset, config.data_dir)
