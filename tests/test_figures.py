@@ -76,3 +76,56 @@ def test_line_chart_draws_each_series_where_its_values_are(tmp_path):
     assert abs(np.median(low) - (260 - 0.25 * 230)) <= 4 and abs(np.median(high) - (260 - 0.75 * 230)) <= 4
     with pytest.raises(ValueError, match="2 values for 3 steps"):
         figures.line_chart(str(tmp_path / "d.png"), [0, 1, 2], {"a": [0.1, 0.2]})
+
+
+def _scene(n=3, K=2, side=12):
+    """Canvases with a bright square per digit slot; count probabilities whose likeliest count is 2, 1, 0."""
+    boxes = np.zeros((n, K, 4))
+    boxes[:, 0] = [0.0, 0.0, 0.5, 0.5]  # top-left quarter
+    boxes[:, 1] = [0.5, 0.5, 1.0, 1.0]  # bottom-right quarter
+    digits = np.zeros((n, K, side, side, 1), np.float32)
+    digits[:, 0, 2:4, 2:4] = 1.0
+    digits[:, 1, 8:10, 8:10] = 1.0
+    probabilities = np.array([[0.1, 0.2, 0.7], [0.2, 0.7, 0.1], [0.8, 0.1, 0.1]])[:n]
+    canvases = digits.sum(axis=1)
+    return canvases, probabilities, boxes, digits, canvases * 0.5
+
+
+def test_decomposition_draws_the_boxes_of_present_steps_only(tmp_path):
+    canvases, probabilities, boxes, digits, reconstructions = _scene()
+    path = figures.decomposition(str(tmp_path / "d.png"), canvases, probabilities, boxes, digits, reconstructions,
+                                 scale=4, pad=2)
+    pixels = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    # K + 2 = 4 panels of 48 pixels a row, 3 rows, 2-pixel gaps.
+    assert pixels.shape == (2 + 3 * 50, 2 + 4 * 50, 3)
+
+    def has(colour, row, column):
+        top, left = 2 + row * 50, 2 + column * 50
+        panel = pixels[top:top + 48, left:left + 48]
+        return bool((np.abs(panel - colour).sum(axis=-1) == 0).any())
+
+    first, second = figures.CLASS_COLOURS[:2]
+    # Canvas panels: row 0 (count 2) both boxes, row 1 (count 1) the first, row 2 (count 0) none.
+    assert [has(first, r, 0) for r in range(3)] == [True, True, False]
+    assert [has(second, r, 0) for r in range(3)] == [True, False, False]
+    # The first step's box outline runs along the panel's top-left quarter: its top edge at row 0, x 0..24.
+    assert (np.abs(pixels[2, 2:2 + 24] - first).sum(axis=-1) == 0).mean() > 0.9
+    # Digit panels: ink in the step's colour where present, flat grey where the count leaves the step out.
+    assert has(first, 0, 1) and has(second, 0, 2) and has(first, 1, 1)
+    assert (pixels[2 + 50:2 + 50 + 48, 2 + 2 * 50:2 + 2 * 50 + 48] == 128).all()
+    # The reconstruction panel holds the reconstruction, grey ink of 0.5 on black.
+    assert set(np.unique(pixels[2:2 + 48, 2 + 3 * 50:2 + 3 * 50 + 48])) == {0, 128}
+    with pytest.raises(ValueError, match="boxes: expected shape \\(3, 2, 4\\)"):
+        figures.decomposition(str(tmp_path / "e.png"), canvases, probabilities, boxes[:, :1], digits,
+                              reconstructions)
+
+
+def test_a_multi_digit_model_writes_its_decomposition(tmp_path):
+    from tfssvae.models import MultiDigitModel, multi_digit
+
+    model = MultiDigitModel((12, 12, 1), 3, max_digits=2, glimpse_size=6, what_dim=2, encoder_units=8,
+                            lstm_units=4, what_units=8)
+    canvases = np.random.default_rng(0).random((5, 12, 12, 1)).astype(np.float32)
+    path = multi_digit.write_decomposition(model, canvases, str(tmp_path / "decomposition.png"), scale=3)
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size == (2 + 4 * (36 + 2), 2 + 5 * (36 + 2))  # (width, height)

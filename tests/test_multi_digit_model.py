@@ -189,6 +189,10 @@ def test_config_overrides_reach_the_model_and_the_run(tiny_run):
         assert 0.0 <= results[f"{split}_reconstruction_mse"] <= 1.0
         assert results[f"{split}_mean_iou"] is None or 0.0 <= results[f"{split}_mean_iou"] <= 1.0
     assert results["steps"] == 16  # 64 canvases, 4 unlabelled a batch of 8
+    # decomposition.png: 8 test canvases a row each, K + 2 = 4 panels of 24 * 4 pixels, 2-pixel gaps.
+    from PIL import Image
+    with Image.open(os.path.join(config.model_dir, "decomposition.png")) as figure:
+        assert figure.format == "PNG" and figure.size == (2 + 4 * 98, 2 + 8 * 98)
     model = experiment.build_model(configs.get("multi_digit", {"model.max_digits": 4, "model.glimpse_size": 12}),
                                    (50, 50, 1), 5, None)
     assert model.max_digits == 4 and model.glimpse_size == 12 and model.presence_prior_logits.shape == (4,)

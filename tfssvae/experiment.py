@@ -441,6 +441,10 @@ def _compose(composer, num_canvases, seed, chunk=1000):
     return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
 
+#: Test canvases shown in a multi-digit run's ``decomposition.png`` (boxes, each step's digit, reconstruction).
+DECOMPOSITION_CANVASES = 8
+
+
 def multi_digit_max_digits(config):
     """K of a multi-digit run: its ``model.max_digits``, else the model's default (3)."""
     return config.model.get("max_digits", inspect.signature(models.MultiDigitModel.__init__)
@@ -506,7 +510,9 @@ def _train_multi_digit(config, model, source, model_dir, train_config):
     model kept is the one with the best count accuracy on ``validation_size`` further
     canvases of training digits; the figures reported (``multi_digit.evaluate_canvases``:
     count accuracy, reconstruction error, mean IoU of matched boxes on correctly counted
-    canvases) are on ``test_canvases`` canvases of the source's test digits.
+    canvases) are on ``test_canvases`` canvases of the source's test digits, and
+    ``decomposition.png`` in the model directory shows how the model explains the first
+    ``DECOMPOSITION_CANVASES`` of them (``figures.decomposition``).
     """
     canvases = multi_digit_canvases(config, source)
     held_out = {name: canvases[name] for name in ("test", "validation") if name in canvases}
@@ -520,6 +526,9 @@ def _train_multi_digit(config, model, source, model_dir, train_config):
         figures = multi_digit_model.evaluate_canvases(model, data["x"], data["count"], data["boxes"])
         measured.update({f"{name}_{key}": value for key, value in figures.items()})
         measured[f"{name}_canvases"] = len(data["x"])
+    if training.is_chief():  # the other workers of a distributed run write nothing into the model directory
+        multi_digit_model.write_decomposition(model, held_out["test"]["x"][:DECOMPOSITION_CANVASES],
+                                              os.path.join(model_dir, "decomposition.png"))
     return summary, measured
 
 

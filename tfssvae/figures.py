@@ -3,7 +3,8 @@
 Siddharth et al. (2017) show two kinds of grid: the class fixed along a column while the
 style z varies down it, and analogies, where the style of a real image is kept and the
 class is swapped.  Both need only the SavedModel's ``encode`` (images -> mean) and
-``generate`` (labels, latent -> images) signatures, so they work for M2 and ssdgm models.
+``generate`` (labels, latent -> images) signatures, so they work for M2 and ssdgm models.  ``decomposition`` shows how a
+multi-digit model explains canvases (its ``decompose`` and ``reconstruct`` outputs).
 """
 import numpy as np
 from PIL import Image
@@ -251,4 +252,85 @@ def pca_scatter(path, panels, labels, class_names=None, panel_size=360):
         draw.rectangle([left, y, left + 10, y + 10], fill=CLASS_COLOURS[int(k)])
         draw.text((left + 16, y), class_names[int(k)] if class_names else f"class {int(k)}", fill="black")
     image.save(path)
+    return path
+
+
+def decomposition(path, canvases, count_probabilities, boxes, digits, reconstructions, scale=4, pad=2):
+    """Writes a PNG of how a multi-digit model explains canvases (``MultiDigitModel.decompose``).
+
+    One canvas a row, ``K + 2`` panels: the canvas (grey) with the box of every step its
+    likeliest count keeps, one colour a step (``CLASS_COLOURS`` in step order); then each
+    step's written digit, its ink in the step's colour, or a flat grey panel where the
+    likeliest count leaves the step out; then the reconstruction (grey).  Panels are
+    enlarged ``scale`` times (nearest neighbour) and the boxes drawn on the enlarged canvas,
+    so their lines are a pixel wide whatever the canvas size.
+
+    Args:
+      path: the PNG's path.
+      canvases: ``[n, H, W, 1]`` (or ``[n, H, W]``) in [0, 1].
+      count_probabilities: ``[n, K + 1]``, q(count | x) of the counts 0..K.
+      boxes: ``[n, K, 4]`` ``(y_min, x_min, y_max, x_max)`` in [0, 1] canvas units.
+      digits: ``[n, K, H, W, 1]`` (or ``[n, K, H, W]``), each step's digit on an empty canvas.
+      reconstructions: ``[n, H, W, 1]`` (or ``[n, H, W]``).
+      scale: enlargement, a positive integer.  pad: white pixels between panels.
+
+    Returns ``path``; the image is ``pad + (K + 2) (W scale + pad)`` pixels wide and
+    ``pad + n (H scale + pad)`` high.
+    """
+    from PIL import ImageDraw
+
+    def grey(images, name, rank):
+        images = np.asarray(images, np.float32)
+        if images.ndim == rank + 1 and images.shape[-1] == 1:
+            images = images[..., 0]
+        if images.ndim != rank:
+            raise ValueError(f"{name}: expected {rank} dimensions (and an optional channel of 1), received shape "
+                             f"{images.shape}")
+        return np.clip(images, 0.0, 1.0)
+
+    canvases = grey(canvases, "canvases", 3)
+    n, height, width = canvases.shape
+    digits = grey(digits, "digits", 4)
+    reconstructions = grey(reconstructions, "reconstructions", 3)
+    count_probabilities = np.asarray(count_probabilities, np.float64)
+    boxes = np.asarray(boxes, np.float64)
+    K = digits.shape[1]
+    expected = {"count_probabilities": (n, K + 1), "boxes": (n, K, 4), "digits": (n, K, height, width),
+                "reconstructions": (n, height, width)}
+    for name, array in (("count_probabilities", count_probabilities), ("boxes", boxes), ("digits", digits),
+                        ("reconstructions", reconstructions)):
+        if array.shape != expected[name]:
+            raise ValueError(f"{name}: expected shape {expected[name]} for {n} canvases of {height}x{width} and "
+                             f"K = {K} steps, received {array.shape}")
+    if K > len(CLASS_COLOURS):
+        raise ValueError(f"digits: at most {len(CLASS_COLOURS)} steps have a colour of their own, received K = {K}")
+    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
+        raise ValueError(f"scale: expected a positive integer, received {scale!r}")
+    present = np.arange(K)[None, :] < np.argmax(count_probabilities, axis=-1)[:, None]  # [n, K]
+    side_y, side_x = height * scale, width * scale
+    image = np.full((pad + n * (side_y + pad), pad + (K + 2) * (side_x + pad), 3), 255, np.uint8)
+
+    def put(row, column, rgb):  # rgb [H, W, 3] in [0, 1] -> the enlarged panel
+        top, left = pad + row * (side_y + pad), pad + column * (side_x + pad)
+        enlarged = np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
+        image[top:top + side_y, left:left + side_x] = np.round(255 * enlarged).astype(np.uint8)
+
+    colours = np.asarray(CLASS_COLOURS, np.float32) / 255
+    for i in range(n):
+        put(i, 0, np.repeat(canvases[i][..., None], 3, axis=-1))
+        for k in range(K):
+            # Present: ink in the step's colour on black; absent: a flat grey, so no step reads as empty.
+            put(i, 1 + k, digits[i, k][..., None] * colours[k] if present[i, k] else np.full((height, width, 3), 0.5))
+        put(i, K + 1, np.repeat(reconstructions[i][..., None], 3, axis=-1))
+    picture = Image.fromarray(image)
+    draw = ImageDraw.Draw(picture)
+    for i in range(n):
+        top, left = pad + i * (side_y + pad), pad
+        for k in np.flatnonzero(present[i]):
+            y_min, x_min, y_max, x_max = np.clip(boxes[i, k], 0.0, 1.0)
+            # Pixel edges of the enlarged canvas, kept inside the panel (a box may overhang the canvas).
+            corners = [left + min(x_min * side_x, side_x - 1), top + min(y_min * side_y, side_y - 1),
+                       left + min(x_max * side_x, side_x - 1), top + min(y_max * side_y, side_y - 1)]
+            draw.rectangle([round(c) for c in corners], outline=CLASS_COLOURS[k])
+    picture.save(path)
     return path

@@ -75,7 +75,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfssvae import distributions, networks, objectives, spatial
+from tfssvae import distributions, figures, networks, objectives, spatial
 from tfssvae.data import multi_digit as multi_digit_data
 from tfssvae.models.base import GenerativeModel, as_input
 
@@ -579,5 +579,15 @@ def evaluate_canvases(model, canvases, counts, boxes, batch_size=500):
             "iou_boxes": int(present.sum())}
 
 
+def write_decomposition(model, canvases, path, scale=4):
+    """Writes ``figures.decomposition`` of ``canvases`` ``[n, H, W, C]`` under ``model`` (a
+    ``MultiDigitModel``; ``decompose`` and ``reconstruct``, at q's means) to ``path``; returns ``path``."""
+    canvases = tf.constant(np.asarray(canvases, np.float32))
+    scene = model.decompose(canvases)
+    return figures.decomposition(path, canvases.numpy(), scene["count_probabilities"].numpy(),
+                                 scene["boxes"].numpy(), scene["digits"].numpy(),
+                                 model.reconstruct(canvases)["reconstruction"].numpy(), scale=scale)
+
+
 __all__ = ["MultiDigitModel", "where_from_raw", "raw_from_where", "count_log_probs", "presence_from_count",
-           "box_iou", "matched_iou", "evaluate_canvases"]
+           "box_iou", "matched_iou", "evaluate_canvases", "write_decomposition"]
