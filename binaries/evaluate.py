@@ -5,6 +5,9 @@ r"""Evaluates a trained model.
   # ML-VAE: probes, test bound against group size, n-shot accuracy (seen and held-out classes), and
   # PNG figures: swap.png, interpolation.png, pca.png (content and style coloured by class)
   python -m binaries.evaluate --model_dir=runs/mlvae_digits_100labels_seed0 --dataset=digits --output_dir=figures
+  # multi-digit: count accuracy, reconstruction error and box IoU on the run's test canvases (composed
+  # again from --dataset's test digits with the run's settings), and decomposition.png
+  python -m binaries.evaluate --model_dir=runs/multi_digit_digits_count0.1_seed0 --dataset=digits
   # CascadeVAE: FactorVAE score, MIG, shape accuracy of d
   python -m binaries.evaluate --model_dir=runs/cascade_vae_sprites_100labels_seed0 --dataset=sprites
   # ... and the same at every checkpoint the run kept: learning_curve.json and .png
@@ -52,7 +55,8 @@ def evaluate_saved_model(source):
 
     inputs = export.serving_inputs(FLAGS.saved_model)  # ValueError where there is no tfssvae SavedModel
     if "classify" not in inputs:
-        fail(f"{FLAGS.saved_model} has no classify signature (ML-VAE or CascadeVAE?); evaluate it with --model_dir")
+        fail(f"{FLAGS.saved_model} has no classify signature (ML-VAE, CascadeVAE or multi-digit?); evaluate it "
+             f"with --model_dir")
     classify = tf.saved_model.load(FLAGS.saved_model).signatures["classify"]
     expected = tuple(inputs["classify"]["images"]["shape"][1:])
     if expected != source.image_shape:
@@ -136,6 +140,22 @@ def cascade_learning_curve(model, settings):
     return {"model_dir": FLAGS.model_dir, "model": "cascade_vae", "learning_curve": points, "figure": chart}
 
 
+def evaluate_multi_digit(name, model, source):
+    """A multi-digit run's figures on its test canvases (``experiment.multi_digit_canvases`` with the run's
+    settings, from ``source``'s test digits) and ``decomposition.png`` of the first of them."""
+    import ml_collections
+    from tfssvae import experiment
+    from tfssvae.models import multi_digit
+
+    config = ml_collections.ConfigDict(run_config())
+    test = experiment.multi_digit_canvases(config, source, sets=("test",))["test"]
+    figures = multi_digit.evaluate_canvases(model, test["x"], test["count"], test["boxes"], FLAGS.batch_size)
+    figure = multi_digit.write_decomposition(model, test["x"][:experiment.DECOMPOSITION_CANVASES],
+                                             os.path.join(figures_dir(), "decomposition.png"))
+    return {"model_dir": FLAGS.model_dir, "model": name, "test_canvases": len(test["x"]),
+            **{f"test_{key}": value for key, value in figures.items()}, "figures": [figure]}
+
+
 def evaluate_run(source):
     from tfssvae import evaluation, export, figures, metrics, models
 
@@ -151,6 +171,8 @@ def evaluate_run(source):
             settings["factor_vae_samples_per_value"], verbose=True)}
     if source is None:
         fail(f"--dataset=sprites is for cascade_vae runs; {FLAGS.model_dir} holds a {name} model")
+    if isinstance(model, models.MultiDigitModel):  # reads canvases composed of the source's digits
+        return evaluate_multi_digit(name, model, source)
     if model.data_shape != source.image_shape:
         fail(f"the model takes images of shape {model.data_shape}, {FLAGS.dataset} has {source.image_shape}")
     if model.has_classifier:

@@ -221,6 +221,24 @@ def test_the_count_signature_serves_in_a_fresh_process(tiny_run, tmp_path):
     assert "images: expected values in [0.0, 1.0]" in out["refused"]
 
 
+def test_the_evaluate_binary_reproduces_the_runs_test_figures(tiny_run, tmp_path):
+    config, results = tiny_run
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    done = subprocess.run([sys.executable, "-m", "binaries.evaluate", f"--model_dir={config.model_dir}",
+                           "--dataset=digits", f"--output_dir={tmp_path}"],
+                          capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout[done.stdout.index("{"):])
+    # The run's best weights on the run's test canvases, composed again: the figures of its metrics.json
+    # (the same predictions; the error is a mean over other batches, so within float32 rounding).
+    assert report["model"] == "multi_digit" and report["test_canvases"] == results["test_canvases"] == 16
+    assert report["test_count_accuracy"] == results["test_count_accuracy"]
+    assert report["test_iou_boxes"] == results["test_iou_boxes"]
+    assert report["test_reconstruction_mse"] == pytest.approx(results["test_reconstruction_mse"], rel=1e-5)
+    assert report["figures"] == [str(tmp_path / "decomposition.png")]
+    assert (tmp_path / "decomposition.png").stat().st_size > 1000
+
+
 def test_bad_inputs_are_value_errors():
     model = toy_model()
     x = np.zeros((2, 12, 12, 1), np.float32)

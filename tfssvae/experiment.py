@@ -451,7 +451,7 @@ def multi_digit_max_digits(config):
                             .parameters["max_digits"].default)
 
 
-def multi_digit_canvases(config, source):
+def multi_digit_canvases(config, source, sets=("train", "validation", "test")):
     """The canvases of a multi-digit run and which of them have their count observed.
 
     One function for every user of a run's data (``_train_multi_digit``, the supervised
@@ -463,12 +463,14 @@ def multi_digit_canvases(config, source):
     Args:
       config: a multi-digit run config (``tfssvae/configs/multi_digit.py``).
       source: the digit source (``data.load_source(config.dataset, config.data_dir)``).
+      sets: which of ``"train"``, ``"validation"`` and ``"test"`` to compose (each set's
+        canvases are the same whichever others are asked for).
 
     Returns:
-      dict: ``"train"`` (``config.train_canvases`` canvases of the source's training
-      digits), ``"test"`` (``config.test_canvases`` of its test digits) and, unless the
-      validation size is 0, ``"validation"`` (``validation_size`` canvases of training
-      digits; -1: a tenth of ``train_canvases``, at least 1, at most 5,000): each the
+      dict: the sets asked for, of ``"train"`` (``config.train_canvases`` canvases of the
+      source's training digits), ``"test"`` (``config.test_canvases`` of its test digits)
+      and, unless the validation size is 0, ``"validation"`` (``validation_size`` canvases
+      of training digits; -1: a tenth of ``train_canvases``, at least 1, at most 5,000): each the
       ``MultiDigitComposer.sample`` dict (``"x"`` float32 ``[n, size, size, 1]``,
       ``"count"`` int32 ``[n]``, ``"boxes"`` ``[n, K, 4]``, ...); and ``"labelled"``,
       bool ``[train_canvases]``: the training canvases whose count is observed,
@@ -479,13 +481,16 @@ def multi_digit_canvases(config, source):
                    digit_sizes=tuple(config.digit_sizes))
     train_composer = multi_digit_data.MultiDigitComposer(source.train_images, source.train_labels, **options)
     test_composer = multi_digit_data.MultiDigitComposer(source.test_images, source.test_labels, **options)
+    unknown = set(sets) - {"train", "validation", "test"}
+    if unknown:
+        raise ValueError(f"sets: expected some of 'train', 'validation', 'test', received {sorted(unknown)}")
     # Each set has its own seed stream ([seed, 1..4]): changing one size leaves the others as they were.
-    canvases = {"train": _compose(train_composer, config.train_canvases, [config.seed, 1]),
-                "test": _compose(test_composer, config.test_canvases, [config.seed, 3])}
     validation_size = config.validation_size if config.validation_size >= 0 \
         else min(5000, max(1, config.train_canvases // 10))
-    if validation_size:
-        canvases["validation"] = _compose(train_composer, validation_size, [config.seed, 2])
+    plan = {"train": (train_composer, config.train_canvases, 1), "test": (test_composer, config.test_canvases, 3),
+            "validation": (train_composer, validation_size, 2)}
+    canvases = {name: _compose(composer, size, [config.seed, stream])
+                for name, (composer, size, stream) in plan.items() if name in sets and size}
     canvases["labelled"] = faces.supervision_mask(config.train_canvases, config.count_supervision,
                                                   [config.seed, 4], "count_supervision")
     return canvases

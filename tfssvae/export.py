@@ -11,6 +11,13 @@ Signatures (inputs -> outputs, all named; each model's ``serving_functions`` lis
           relight (images, lights -> images, normals, albedo), generate (identities,
           lights, style), classify (serving_default), reconstruct; lights must be unit
           vectors with z >= 0, checked in the graph like every other input.
+  Multi-digit: count (also serving_default): images [batch, H, W, 1] -> probabilities
+          [batch, K + 1] of the counts 0..K, count int64 [batch]; decompose: images ->
+          count_probabilities, presence [batch, K], where [batch, K, 3] (s, x, y), boxes
+          [batch, K, 4] (y_min, x_min, y_max, x_max) in [0, 1], what [batch, K, what_dim],
+          digits [batch, K, H, W, 1]; reconstruct (reconstruction, count); generate
+          (counts in 0..K, z_where, z_what -> images, digits).  No classify: it would be
+          count under other names.
 
 Every signature checks its inputs inside the graph (so TF Serving checks them too) and
 fails with an ``InvalidArgumentError`` naming the input, what it expected and what it
