@@ -83,7 +83,9 @@ def test_the_lighting_figure_varies_the_light_over_a_grid_for_one_identity(model
                                          elevations=elevations, scale=1)
     cells, _ = read(path, rows=3, cols=7, scale=1)
     cells = cells.astype(np.int16)
-    style = np.zeros((1, model.style_dim), np.float32)
+    # The identity's style: q(style | x)'s mean averaged over its 64 design renders.
+    renders = faces.render(np.full(len(faces.DESIGN_LIGHTS), 7), faces.DESIGN_LIGHTS)
+    style = model.encode(renders)["style"].numpy().mean(axis=0, keepdims=True)
     for r, elevation in enumerate(elevations):
         for c, azimuth in enumerate(azimuths):
             light = azel([(azimuth, elevation)])
@@ -138,3 +140,15 @@ def test_bad_arguments_are_value_errors(model, tmp_path):
         faces_figures.relight_figure(model, path, targets=[0, 10])
     with pytest.raises(ValueError, match="intrinsic"):
         faces_figures.intrinsics_figure(FacesModel(faces.IMAGE_SHAPE, K, decoder="plain", **TINY), path)
+
+
+def test_identity_styles_are_each_identitys_mean_posterior_style(model):
+    styles = faces_figures.identity_styles(model, [3, 7, 3])
+    for row, identity in ((0, 3), (1, 7)):
+        renders = faces.render(np.full(len(faces.DESIGN_LIGHTS), identity), faces.DESIGN_LIGHTS)
+        expected = model.encode(renders)["style"].numpy().mean(axis=0)
+        # float32 means of 64 values reached through batches of another size: 1e-5 is
+        # far above their rounding and far below the styles' differences from 0.
+        np.testing.assert_allclose(styles[row], expected, atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(styles[0], styles[2])
+    assert np.abs(styles[1]).max() > 1e-3  # not the prior mean the figures used to take
