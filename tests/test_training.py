@@ -91,8 +91,8 @@ def test_a_killed_run_resumes_mid_epoch(tmp_path, monkeypatch, capsys):
     batches = batches_of(images, labels, labelled)
     real_multi_step = training._multi_step
 
-    def dies_before_the_fourth_step(model, jit_compile):
-        step_fn, calls = real_multi_step(model, jit_compile), []
+    def dies_before_the_fourth_step(model, jit_compile, strategy=None):
+        step_fn, calls = real_multi_step(model, jit_compile, strategy), []
 
         def run(iterator, num_steps):
             calls.append(int(num_steps))

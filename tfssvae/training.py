@@ -18,6 +18,7 @@ checkpoints where they belong (the other workers save to a temporary directory t
 as ``tf.distribute`` needs every worker to take part in a save).
 """
 import dataclasses
+import glob
 import json
 import os
 import shutil
@@ -95,8 +96,6 @@ def make_strategy(name):
     if name == "multi_worker":
         check_tf_config(os.environ.get("TF_CONFIG"))
         return tf.distribute.MultiWorkerMirroredStrategy()
-    import glob
-
     # No TPU named, none attached (TPU VMs expose /dev/accel*), none visible: say so at once
     # rather than let the resolver look for one on the network.
     if not (os.environ.get("TPU_NAME") or glob.glob("/dev/accel*") or tf.config.list_logical_devices("TPU")):
@@ -405,9 +404,7 @@ def train(model, batches, model_dir, config, validation=None):
         with open(summary_path) as f:
             return json.load(f)
 
-    # The default strategy calls it exactly as before distribution existed.
-    train_fn = _multi_step(model, config.jit_compile) if strategy is None \
-        else _multi_step(model, config.jit_compile, strategy)
+    train_fn = _multi_step(model, config.jit_compile, strategy)
     if chief:
         writer = tf.summary.create_file_writer(os.path.join(model_dir, "tensorboard", "train"))
         validation_writer = tf.summary.create_file_writer(os.path.join(model_dir, "tensorboard", "validation"))
