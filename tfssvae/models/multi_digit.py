@@ -398,8 +398,8 @@ class MultiDigitModel(GenerativeModel):
 
     def classify(self, images):
         """As ``count``, under the names of the shared interface (``probabilities``, ``class``)."""
-        probabilities = self._read(images)["count_probabilities"]
-        return {"probabilities": probabilities, "class": tf.argmax(probabilities, axis=-1)}
+        counted = self.count(images)
+        return {"probabilities": counted["probabilities"], "class": counted["count"]}
 
     def decompose(self, images):
         """``images`` [batch, H, W, C] -> the scene, step by step, at q's means.
@@ -412,17 +412,29 @@ class MultiDigitModel(GenerativeModel):
           ``what`` [batch, K, what_dim]; ``digits`` [batch, K, H, W, C], each step's digit
           as written on an empty canvas (not weighted by its presence).
         """
+        return self._scene(self._read(images))
+
+    def reconstruct(self, images):
+        """``images`` [batch, H, W, C] -> ``reconstruction``: the digits of the likeliest count,
+        summed and clipped to [0, 1] as the data compose them (at q's means)."""
+        return self._reconstruction(self._read(images))
+
+    def decompose_and_reconstruct(self, images):
+        """``decompose`` and ``reconstruct`` from one reading of ``images``: the scene dict
+        with ``reconstruction`` added (the evaluation and the figure need both)."""
         out = self._read(images)
+        return {**self._scene(out), "reconstruction": self._reconstruction(out)["reconstruction"]}
+
+    def _scene(self, out):
+        """``decompose``'s dict from a ``_read``."""
         where = where_from_raw(out["where"])
         return {"count_probabilities": out["count_probabilities"],
                 "presence": presence_from_count(out["count_probabilities"]),
                 "where": where, "boxes": spatial.where_to_boxes(where), "what": out["what"],
                 "digits": out["digits"]}
 
-    def reconstruct(self, images):
-        """``images`` [batch, H, W, C] -> ``reconstruction``: the digits of the likeliest count,
-        summed and clipped to [0, 1] as the data compose them (at q's means)."""
-        out = self._read(images)
+    def _reconstruction(self, out):
+        """``reconstruct``'s dict from a ``_read``."""
         count = tf.argmax(out["count_probabilities"], axis=-1, output_type=tf.int32)
         present = presence_from_count(tf.one_hot(count, self.max_digits + 1))
         digits = tf.einsum("bk,bkhwc->bhwc", present, out["digits"])
@@ -559,8 +571,8 @@ def evaluate_canvases(model, canvases, counts, boxes, batch_size=500):
     read = getattr(model, "_evaluate_function", None)
     if read is None:
         def read(x):
-            scene = model.decompose(x)
-            return scene["count_probabilities"], scene["boxes"], model.reconstruct(x)["reconstruction"]
+            scene = model.decompose_and_reconstruct(x)
+            return scene["count_probabilities"], scene["boxes"], scene["reconstruction"]
         read = tf.function(read, input_signature=[model.input_signature()])
         model._evaluate_function = read
     predicted, inferred, squared = [], [], []
@@ -582,11 +594,10 @@ def evaluate_canvases(model, canvases, counts, boxes, batch_size=500):
 def write_decomposition(model, canvases, path, scale=4):
     """Writes ``figures.decomposition`` of ``canvases`` ``[n, H, W, C]`` under ``model`` (a
     ``MultiDigitModel``; ``decompose`` and ``reconstruct``, at q's means) to ``path``; returns ``path``."""
-    canvases = tf.constant(np.asarray(canvases, np.float32))
-    scene = model.decompose(canvases)
-    return figures.decomposition(path, canvases.numpy(), scene["count_probabilities"].numpy(),
-                                 scene["boxes"].numpy(), scene["digits"].numpy(),
-                                 model.reconstruct(canvases)["reconstruction"].numpy(), scale=scale)
+    canvases = np.asarray(canvases, np.float32)
+    scene = model.decompose_and_reconstruct(tf.constant(canvases))
+    return figures.decomposition(path, canvases, scene["count_probabilities"].numpy(), scene["boxes"].numpy(),
+                                 scene["digits"].numpy(), scene["reconstruction"].numpy(), scale=scale)
 
 
 __all__ = ["MultiDigitModel", "where_from_raw", "raw_from_where", "count_log_probs", "presence_from_count",
