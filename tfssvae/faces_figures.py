@@ -19,13 +19,12 @@ mean inferred style (``identity_styles``), so every figure is deterministic.
 import os
 
 import numpy as np
-from PIL import Image, ImageDraw
 
 from tfssvae import figures
 from tfssvae.data import faces
 
-#: Pixels a caption line takes above the grid (PIL's default font is about 11 px high).
-CAPTION_LINE = 14
+#: Pixels a caption line takes above the grid (``figures.save_png``).
+CAPTION_LINE = figures.CAPTION_LINE
 #: Default grids, (azimuth, elevation) in degrees within Extended Yale B's range.  Rows go
 #: from light above to light below, columns from the image's left to its right.
 LIGHTING_AZIMUTHS = (-85, -60, -35, -10, 10, 35, 60, 85)
@@ -99,21 +98,6 @@ def _generate(model, identities, lights):
     return model.generate(identities, lights, identity_styles(model, identities))["images"].numpy()
 
 
-def _write(path, grid, caption, scale):
-    """``grid`` [rows, cols, H, W, C] in [0, 1] -> a PNG: tiled, enlarged, caption lines on top."""
-    mosaic = figures.tile(grid)
-    image = Image.fromarray(mosaic[..., 0] if mosaic.shape[-1] == 1 else mosaic)
-    image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
-    top = CAPTION_LINE * len(caption)
-    canvas = Image.new(image.mode, (image.width, image.height + top), "white")
-    canvas.paste(image, (0, top))
-    draw = ImageDraw.Draw(canvas)
-    for i, line in enumerate(caption):
-        draw.text((2, i * CAPTION_LINE + 1), line, fill="black")
-    canvas.save(path)
-    return path
-
-
 def _degrees(angles):
     return " ".join(f"({a:+g},{e:+g})" for a, e in angles)
 
@@ -153,7 +137,8 @@ def lighting_figure(model, path, identity=0, azimuths=LIGHTING_AZIMUTHS, elevati
     caption = [f"identity {int(ids[0])}: left the model (its mean style), right the renderer's truth",
                f"columns: azimuth {', '.join(f'{a:+g}' for a in azimuths)} degrees (+ lights the image's right)",
                f"rows: elevation {', '.join(f'{e:+g}' for e in elevations)} degrees"]
-    return _write(path, np.concatenate([model_faces, blank, truth], axis=1), caption, scale)
+    grid = np.concatenate([model_faces, blank, truth], axis=1)
+    return figures.save_png(path, figures.tile(grid), scale, caption)
 
 
 def identity_figure(model, path, identities=None, lights=IDENTITY_LIGHTS, scale=2):
@@ -186,8 +171,9 @@ def identity_figure(model, path, identities=None, lights=IDENTITY_LIGHTS, scale=
     truth = faces.render(rows_ids, rows_lights).reshape(shape)
     grid = np.stack([model_faces, truth], axis=1).reshape(2 * len(vectors), len(ids), *faces.IMAGE_SHAPE)
     caption = [f"columns: identities {', '.join(str(int(i)) for i in ids)}",
-               f"row pairs, model (each identity's mean style) over truth, lit from (azimuth, elevation) {_degrees(lights)}"]
-    return _write(path, grid, caption, scale)
+               f"row pairs, model (each identity's mean style) over truth, lit from (azimuth, elevation) "
+               f"{_degrees(lights)}"]
+    return figures.save_png(path, figures.tile(grid), scale, caption)
 
 
 def relight_inputs(identities, input_light=RELIGHT_INPUT, noise=faces.DEFAULT_NOISE, seed=0):
@@ -236,7 +222,7 @@ def relight_figure(model, path, identities=None, input_light=RELIGHT_INPUT, targ
     caption = [f"identities {', '.join(str(int(i)) for i in ids)} (row pairs): the input, lit from "
                f"{_degrees([input_light])}, then model.relight over the truth",
                f"target (azimuth, elevation) degrees: {_degrees(targets)}"]
-    return _write(path, grid, caption, scale)
+    return figures.save_png(path, figures.tile(grid), scale, caption)
 
 
 def intrinsics_figure(model, path, identities=None, input_light=RELIGHT_INPUT, noise=faces.DEFAULT_NOISE,
@@ -276,7 +262,7 @@ def intrinsics_figure(model, path, identities=None, input_light=RELIGHT_INPUT, n
     caption = [f"identities {', '.join(str(int(i)) for i in ids)} (rows), lit from {_degrees([input_light])}",
                "input, reconstruction, inferred normals (RGB = (xyz + 1) / 2), inferred albedo, "
                "true normals, true albedo"]
-    return _write(path, np.stack(cells, axis=1), caption, scale)
+    return figures.save_png(path, figures.tile(np.stack(cells, axis=1)), scale, caption)
 
 
 def write_all(model, directory, scale=2):

@@ -7,7 +7,7 @@ class is swapped.  Both need only the SavedModel's ``encode`` (images -> mean) a
 multi-digit model explains canvases (its ``decompose`` and ``reconstruct`` outputs).
 """
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 
 def tile(images, pad=1):
@@ -24,10 +24,23 @@ def tile(images, pad=1):
     return np.round(np.clip(canvas, 0.0, 1.0) * 255).astype(np.uint8)
 
 
-def save_png(path, mosaic, scale=4):
-    """Writes a uint8 ``[H, W, C]`` mosaic, enlarged ``scale`` times (small digits are hard to see)."""
+#: Pixels a caption line takes above a figure (PIL's default font is about 11 px high).
+CAPTION_LINE = 14
+
+
+def save_png(path, mosaic, scale=4, caption=()):
+    """Writes a uint8 ``[H, W, C]`` mosaic, enlarged ``scale`` times (small digits are hard to
+    see), under the lines of ``caption`` (``CAPTION_LINE`` pixels each, black on white)."""
     image = Image.fromarray(mosaic[..., 0] if mosaic.shape[-1] == 1 else mosaic)
     image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    if caption:
+        top = CAPTION_LINE * len(caption)
+        captioned = Image.new(image.mode, (image.width, image.height + top), "white")
+        captioned.paste(image, (0, top))
+        draw = ImageDraw.Draw(captioned)
+        for i, line in enumerate(caption):
+            draw.text((2, i * CAPTION_LINE + 1), line, fill="black")
+        image = captioned
     image.save(path)
     return path
 
@@ -138,8 +151,6 @@ def line_chart(path, steps, series, title="", y_range=(0.0, 1.0), size=(640, 400
     each, one coloured line with dots per series, a legend and a title.  Values outside
     ``y_range`` are clipped to it.  Returns ``path``.
     """
-    from PIL import ImageDraw
-
     steps = np.asarray(steps, np.float64)
     if steps.ndim != 1 or len(steps) == 0:
         raise ValueError(f"steps: expected a non-empty list of x values, received shape {steps.shape}")
@@ -219,8 +230,6 @@ def pca_scatter(path, panels, labels, class_names=None, panel_size=360):
 
     Returns ``path``.
     """
-    from PIL import ImageDraw
-
     labels = np.asarray(labels)
     if labels.ndim != 1 or not len(labels):
         raise ValueError(f"labels: expected a non-empty vector, received shape {labels.shape}")
@@ -277,8 +286,6 @@ def decomposition(path, canvases, count_probabilities, boxes, digits, reconstruc
     Returns ``path``; the image is ``pad + (K + 2) (W scale + pad)`` pixels wide and
     ``pad + n (H scale + pad)`` high.
     """
-    from PIL import ImageDraw
-
     def grey(images, name, rank):
         images = np.asarray(images, np.float32)
         if images.ndim == rank + 1 and images.shape[-1] == 1:
