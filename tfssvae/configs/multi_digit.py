@@ -54,6 +54,7 @@ def get_config(variant=None):
                    presence_prior=0.5,  # p(step t present | step t-1 present) at the start
                    learn_presence_prior=True,  # learn those prior probabilities by the bound
                    where_prior_scale=1.0,  # std of p(z_where) (unconstrained)
+                   where_prior_side=0.55,  # glimpse side (canvas widths) at p(z_where)'s mean scale
                    num_samples=1,  # samples per (canvas, count) in the objective
                    variant="weighted"),  # the paper's estimator ("weighted") or log-mean-exp ("iw")
         dataset="digits",  # the digit source the canvases are composed from
