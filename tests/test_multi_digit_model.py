@@ -28,9 +28,9 @@ def toy_model(**options):
     return MultiDigitModel((12, 12, 1), 3, **{**settings, **options})
 
 
-def normal_kl(loc, scale, prior_scale):
-    """KL(N(loc, scale^2) || N(0, prior_scale^2)) per element, written out."""
-    return np.log(prior_scale / scale) + (scale ** 2 + loc ** 2) / (2 * prior_scale ** 2) - 0.5
+def normal_kl(loc, scale, prior_scale, prior_loc=0.0):
+    """KL(N(loc, scale^2) || N(prior_loc, prior_scale^2)) per element, written out."""
+    return np.log(prior_scale / scale) + (scale ** 2 + (loc - prior_loc) ** 2) / (2 * prior_scale ** 2) - 0.5
 
 
 def count_log_probs(logits):
@@ -44,8 +44,12 @@ def count_log_probs(logits):
 
 def test_the_bound_of_a_two_step_model_is_the_formula_written_out():
     tf.keras.utils.set_random_seed(3)
-    alpha, prior_scale, eps = 0.5, 0.7, multi_digit.PIXEL_EPS
-    model = toy_model(alpha=alpha, where_prior_scale=prior_scale)
+    alpha, prior_scale, side, side_scale, eps = 0.5, 0.7, 0.4, 0.3, multi_digit.PIXEL_EPS
+    model = toy_model(alpha=alpha, where_prior_scale=prior_scale, where_prior_side=side,
+                      where_prior_side_scale=side_scale)
+    # p(z_where): its scale component centred on the glimpse side 0.4 (s = 0.1 + 0.9 sigmoid(z_0)).
+    where_prior_loc = np.array([np.log((side - 0.1) / (1 - side)), 0.0, 0.0])
+    where_prior_scale = np.array([side_scale, prior_scale, prior_scale])
     prior_logits = np.array([0.4, -0.7])
     model.presence_prior_logits.assign(prior_logits)
     rng = np.random.default_rng(0)
@@ -82,7 +86,7 @@ def test_the_bound_of_a_two_step_model_is_the_formula_written_out():
         box = multi_digit.where_from_raw(tf.constant(where))
         params = model.what_encoder(spatial.read_glimpse(xt, box, 6)).numpy().astype(np.float64)
         what_loc, what_scale = params[:, :2], np.logaddexp(0, params[:, 2:]) + 1e-4
-        kl.append(normal_kl(where_loc, where_scale, prior_scale).sum(-1) + normal_kl(what_loc, what_scale, 1.0).sum(-1))
+        kl.append(normal_kl(where_loc, where_scale, where_prior_scale, where_prior_loc).sum(-1) + normal_kl(what_loc, what_scale, 1.0).sum(-1))
         glimpse = expit(model.glimpse_decoder(tf.constant(what)).numpy()).reshape(5, 6, 6, 1)
         digits.append(spatial.write_glimpse(tf.constant(glimpse, tf.float32), box, 12).numpy().astype(np.float64))
         written = written + digits[-1].astype(np.float32)

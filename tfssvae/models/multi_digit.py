@@ -12,7 +12,8 @@ fraction of the canvases.  ``K = max_digits`` steps, ``t = 0..K-1``::
                  q(z_where_t | x, z_{<t})           Normal, from the LSTM state
                  q(z_what_t | glimpse_t)             Normal, from read_glimpse(x, where_t)
     generation   p(present_t = 1 | present_{t-1} = 1) = sigmoid(b_t), absence absorbing
-                 p(z_where_t) = N((raw(side), 0, 0), scale^2 I_3),  p(z_what_t) = N(0, I_what_dim)
+                 p(z_where_t) = N((raw(side), 0, 0), diag(side_scale, scale, scale)^2)
+                 p(z_what_t) = N(0, I_what_dim)
                  digit_t = write_glimpse(sigmoid(decoder(z_what_t)), where(z_where_t))
                  p(x | ...) = Bernoulli(eps + (1 - 2 eps) min(1, sum_t present_t digit_t))
 
@@ -138,9 +139,12 @@ class MultiDigitModel(GenerativeModel):
       presence_prior: initial (or, with ``learn_presence_prior=False``, fixed) prior
         probability that step t is present given that step t-1 is.
       learn_presence_prior: learn the per-step prior continuation logits by the bound.
-      where_prior_scale: standard deviation of p(z_where) (unconstrained).
+      where_prior_scale: standard deviation of p(z_where)'s shift components (unconstrained).
       where_prior_side: the glimpse side, in canvas widths, at the mean of p(z_where)'s
         scale component (in (MIN_SCALE, 1); 0.55 puts that mean at 0).
+      where_prior_side_scale: standard deviation of p(z_where)'s (unconstrained) scale
+        component.  Small, it ties the glimpse to the side above: the likelihood alone
+        cannot (a digit drawn small in a large glimpse renders the same).
       num_samples: samples per (example, count) in the objective.
       variant: ``"weighted"`` or ``"iw"`` (``objectives.VARIANTS``).
     """
@@ -149,7 +153,8 @@ class MultiDigitModel(GenerativeModel):
 
     def __init__(self, input_shape, num_classes, max_digits=3, glimpse_size=20, what_dim=10, encoder_units=256,
                  lstm_units=128, what_units=200, alpha=10.0, presence_prior=0.5, learn_presence_prior=True,
-                 where_prior_scale=1.0, where_prior_side=0.55, num_samples=1, variant="weighted", **kwargs):
+                 where_prior_scale=1.0, where_prior_side=0.55, where_prior_side_scale=1.0, num_samples=1,
+                 variant="weighted", **kwargs):
         super().__init__(input_shape, num_classes, **kwargs)
         for name, value in (("max_digits", max_digits), ("glimpse_size", glimpse_size), ("what_dim", what_dim),
                             ("encoder_units", encoder_units), ("lstm_units", lstm_units),
@@ -165,8 +170,10 @@ class MultiDigitModel(GenerativeModel):
             raise ValueError(f"presence_prior: expected a probability in (0, 1), received {presence_prior}")
         if not alpha >= 0:
             raise ValueError(f"alpha: expected a non-negative weight, received {alpha}")
-        if not where_prior_scale > 0:
-            raise ValueError(f"where_prior_scale: expected a positive number, received {where_prior_scale}")
+        for name, value in (("where_prior_scale", where_prior_scale), ("where_prior_side_scale",
+                                                                       where_prior_side_scale)):
+            if not value > 0:
+                raise ValueError(f"{name}: expected a positive number, received {value}")
         if not MIN_SCALE < where_prior_side < 1.0:
             raise ValueError(f"where_prior_side: expected a glimpse side in ({MIN_SCALE}, 1) canvas widths, "
                              f"received {where_prior_side}")
@@ -182,6 +189,7 @@ class MultiDigitModel(GenerativeModel):
             lstm_units=int(lstm_units), what_units=int(what_units), alpha=float(alpha),
             presence_prior=float(presence_prior), learn_presence_prior=bool(learn_presence_prior),
             where_prior_scale=float(where_prior_scale), where_prior_side=float(where_prior_side),
+            where_prior_side_scale=float(where_prior_side_scale),
             num_samples=int(num_samples), variant=variant)
         self.max_digits, self.glimpse_size, self.what_dim = int(max_digits), int(glimpse_size), int(what_dim)
         G, D = self.glimpse_size, self.what_dim
@@ -310,13 +318,13 @@ class MultiDigitModel(GenerativeModel):
             q.variable(name, tfd.Independent(tfd.Normal(tile(normal.loc), tile(normal.scale)), 1), sample=tile(value))
         q.discrete("count", tile(count_log_probs(out["presence_logits"])))
 
-    def _step_prior(self, p, name, present, mean, scale):
-        """p(z_t | count): ``N(mean, scale^2 I)`` (``mean`` a list of floats) where step t is
-        present; where it is absent, the recognition density of z_t itself (module
-        docstring), so its log p - log q is 0."""
+    def _step_prior(self, p, name, present, mean, stddev):
+        """p(z_t | count): ``N(mean, diag(stddev)^2)`` (lists of floats) where step t is present;
+        where it is absent, the recognition density of z_t itself (module docstring), so its
+        log p - log q is 0."""
         rows = tf.shape(present)[0]
         loc = tf.tile(tf.constant([mean], tf.float32), [rows, 1])
-        stddev = tf.fill([rows, len(mean)], scale)
+        stddev = tf.tile(tf.constant([stddev], tf.float32), [rows, 1])
         if p.conditioned_on is not None and name in p.conditioned_on:
             q_normal = p.conditioned_on.records[name].distribution.distribution
             on = present[:, None] > 0.5
@@ -330,13 +338,15 @@ class MultiDigitModel(GenerativeModel):
         K = self.max_digits
         present = presence_from_count(p.discrete("count", self.prior_count_logits(rows)))
         where, what = [], []
-        side = self._config["where_prior_side"]
-        side = math.log((side - MIN_SCALE) / (1.0 - side))  # raw_from_where's scale, in float64
+        options = self._config
+        side = options["where_prior_side"]
+        where_mean = [math.log((side - MIN_SCALE) / (1.0 - side)), 0.0, 0.0]  # raw_from_where's, in float64
+        where_stddev = [options["where_prior_side_scale"]] + [options["where_prior_scale"]] * 2
         for t in range(K):
-            where.append(p.variable(f"where_{t}", self._step_prior(p, f"where_{t}", present[:, t], [side, 0.0, 0.0],
-                                                                   self._config["where_prior_scale"])))
+            where.append(p.variable(f"where_{t}", self._step_prior(p, f"where_{t}", present[:, t], where_mean,
+                                                                   where_stddev)))
             what.append(p.variable(f"what_{t}", self._step_prior(p, f"what_{t}", present[:, t],
-                                                                 [0.0] * self.what_dim, 1.0)))
+                                                                 [0.0] * self.what_dim, [1.0] * self.what_dim)))
         where, what = tf.stack(where, axis=1), tf.stack(what, axis=1)  # [rows, K, ...]
         # Conditioned on encode_graph, the K + 1 copies hold the same z: the digits are
         # drawn once, on the first block, and only their presence differs by copy.
