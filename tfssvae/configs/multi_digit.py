@@ -54,8 +54,13 @@ def get_config(variant=None):
                    presence_prior=0.5,  # p(step t present | step t-1 present) at the start
                    learn_presence_prior=True,  # learn those prior probabilities by the bound
                    where_prior_scale=1.0,  # std of p(z_where)'s shifts (unconstrained)
-                   where_prior_side=0.55,  # glimpse side (canvas widths) at p(z_where)'s mean scale
-                   where_prior_side_scale=1.0,  # std of p(z_where)'s scale (unconstrained)
+                   # p(z_where)'s scale: centred on the digits' mean side (24 of 50 pixels), and
+                   # tight, as AIR's is: the likelihood cannot tell a small digit in a large
+                   # glimpse from a large one, and under N(0, 1) the glimpses grew to 0.58 of the
+                   # canvas against the digits' 0.48 (box IoU 0.61; 0.71 with this prior,
+                   # 5-epoch runs, RESULTS.md, issue 13).
+                   where_prior_side=0.48,  # glimpse side (canvas widths) at p(z_where)'s mean scale
+                   where_prior_side_scale=0.1,  # std of p(z_where)'s scale (unconstrained)
                    num_samples=1,  # samples per (canvas, count) in the objective
                    variant="weighted"),  # the paper's estimator ("weighted") or log-mean-exp ("iw")
         dataset="digits",  # the digit source the canvases are composed from
