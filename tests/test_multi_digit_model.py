@@ -262,6 +262,11 @@ def test_bad_inputs_are_value_errors():
         toy_model(glimpse_size=13)
     with pytest.raises(ValueError, match="presence_prior: expected a probability in"):
         toy_model(presence_prior=1.0)
+    with pytest.raises(ValueError, match=r"where_prior_side: expected a glimpse side in \(0.1, 1\) canvas widths, "
+                                         r"received 0.05"):
+        toy_model(where_prior_side=0.05)
+    with pytest.raises(ValueError, match="where_prior_side_scale: expected a positive number, received 0.0"):
+        toy_model(where_prior_side_scale=0.0)
     for fraction in (-0.1, 1.5, float("nan")):
         with pytest.raises(ValueError, match=r"count_supervision: expected a fraction in \[0, 1\]"):
             experiment.validate(configs.get("multi_digit", {"count_supervision": fraction}))
