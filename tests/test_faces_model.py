@@ -288,3 +288,34 @@ def test_enumerated_identities_and_the_plain_decoder_train():
         model.compile(optimizer=fused.Adam(1e-3))
         logs = model.train_step(batch)
         assert all(np.isfinite(float(v)) for v in logs.values()), options
+
+
+def test_the_supervised_warmup_trains_the_encoders_alone_then_everything():
+    batch = {"x": IMAGES, "identity": np.array([0, 1], np.int32), "identity_mask": np.array([True, False]),
+             "light": faces.DESIGN_LIGHTS[[0, 5]], "light_mask": np.array([False, True])}
+    tf.keras.utils.set_random_seed(0)
+    model = tiny_model(supervised_warmup=2)
+    model.compile(optimizer=fused.Adam(1e-3))
+    model.build_variables()
+    networks = {"identity": model.identity_encoder, "light": model.light_encoder,
+                "style": model.style_encoder, "decoder": model.decoder_network}
+
+    def step():
+        before = {name: [w.numpy() for w in net.trainable_weights] for name, net in networks.items()}
+        logs = model.train_step(batch)
+        moved = {name: any(not np.array_equal(a, w.numpy()) for a, w in zip(before[name], net.trainable_weights))
+                 for name, net in networks.items()}
+        return logs, moved
+
+    # Warm-up: the loss is the supervised term, -(1 + alpha) log q(identity, light | x)
+    # averaged over the batch (0 for an example with nothing observed).
+    result = model.bound_terms(batch)
+    expected = -(1.0 + model.get_config()["alpha"]) * float(tf.reduce_mean(result["classification"]))
+    logs, moved = step()
+    assert float(logs["loss"]) == pytest.approx(expected, rel=1e-4)  # float32 sums over 4,096 pixels
+    assert moved == {"identity": True, "light": True, "style": False, "decoder": False}
+    step()
+    _, moved = step()  # the third step, past the warm-up: the bound trains every network
+    assert all(moved.values()), moved
+    with pytest.raises(ValueError, match="supervised_warmup: expected a number of steps >= 0, received -1"):
+        tiny_model(supervised_warmup=-1)

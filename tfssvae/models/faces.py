@@ -157,6 +157,10 @@ class FacesModel(GenerativeModel):
       num_samples: samples per example in the objective.
       variant: ``"weighted"`` or ``"iw"`` (``objectives.VARIANTS``).
       initial_pixel_scale: the likelihood's per-pixel scale at initialisation.
+      supervised_warmup: training steps (the optimizer's iterations) at the start whose
+        loss is the supervised term alone, ``-(1 + alpha) log q(identity, light | x)`` of
+        the examples with an observed variable: the encoders learn the observed lights
+        and identities before the decoder's gradient reaches them (0: none).
     """
 
     loss_names = ("loss", "reconstruction", "kl_style", "classification", "light_angle")
@@ -164,7 +168,7 @@ class FacesModel(GenerativeModel):
     def __init__(self, input_shape, num_classes, style_dim=4, decoder="intrinsic", filters=(16, 32, 32, 64),
                  dense_units=128, decoder_filters=(32, 32, 16), alpha=10.0, light_prior_scale=0.8,
                  discrete="relax", temperature=0.66, num_samples=1, variant="weighted", initial_pixel_scale=0.1,
-                 **kwargs):
+                 supervised_warmup=0, **kwargs):
         super().__init__(input_shape, num_classes, **kwargs)
         if decoder not in DECODERS:
             raise ValueError(f"decoder: expected one of {DECODERS}, received {decoder!r}")
@@ -182,12 +186,15 @@ class FacesModel(GenerativeModel):
             raise ValueError(f"light_prior_scale: expected a positive scale (radians), received {light_prior_scale}")
         if len(self.data_shape) != 3:
             raise ValueError(f"input_shape: expected (height, width, channels), received {input_shape}")
+        if isinstance(supervised_warmup, bool) or int(supervised_warmup) != supervised_warmup or supervised_warmup < 0:
+            raise ValueError(f"supervised_warmup: expected a number of steps >= 0, received {supervised_warmup!r}")
         self._config = dict(
             input_shape=self.data_shape, num_classes=self.num_classes, style_dim=int(style_dim), decoder=decoder,
             filters=tuple(int(f) for f in filters), dense_units=int(dense_units),
             decoder_filters=tuple(int(f) for f in decoder_filters), alpha=float(alpha),
             light_prior_scale=float(light_prior_scale), discrete=discrete, temperature=float(temperature),
-            num_samples=int(num_samples), variant=variant, initial_pixel_scale=float(initial_pixel_scale))
+            num_samples=int(num_samples), variant=variant, initial_pixel_scale=float(initial_pixel_scale),
+            supervised_warmup=int(supervised_warmup))
         self.style_dim, self.decoder = int(style_dim), decoder
         K, d = self.num_classes, self.style_dim
         conv = dict(filters=tuple(filters), dense_units=int(dense_units))
@@ -305,8 +312,14 @@ class FacesModel(GenerativeModel):
         style = q.records["style"]
         kl_style = tfd.kl_divergence(style.distribution, tfd.Independent(
             tfd.Normal(tf.zeros_like(style.value), 1.0), 1))
+        loss = -tf.reduce_mean(result["bound"])
+        warmup = self._config["supervised_warmup"]
+        if training and warmup and getattr(self, "optimizer", None) is not None:
+            # classification is 0 where nothing is observed: the unsupervised examples drop out.
+            supervised = -(1.0 + self._config["alpha"]) * tf.reduce_mean(result["classification"])
+            loss = tf.where(self.optimizer.iterations < warmup, supervised, loss)
         losses = {
-            "loss": -tf.reduce_mean(result["bound"]),
+            "loss": loss,
             "reconstruction": -tf.reduce_mean(result["log_likelihood"]),
             "kl_style": tf.reduce_mean(kl_style),
             "classification": -objectives.masked_mean(result["classification"], result["supervised"]),
