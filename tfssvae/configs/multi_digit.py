@@ -24,9 +24,9 @@ Sized for a 2-core CPU: a step of 32 canvases takes about 0.085 s at float32 on 
 shared 2-core machine (measured through the binary on 50x50 canvases, K = 3, with the
 benchmarks running beside it: 625 steps in 72 s, 375 canvases/s; the recognition and the
 digits run once a canvas, only the likelihood once per count).  The default 20 epochs
-of 625 steps (12,500 steps) took 34 minutes pinned to one core of the shared machine
-(0.16 s a step; 24.5 minutes of CPU), with test count accuracy 0.935, mean box IoU 0.61
-on correctly counted canvases and reconstruction MSE 0.0067 (seed 0, RESULTS.md).
+of 625 steps (12,500 steps) took 27 to 34 minutes pinned to one core of the shared
+machine (17 to 25 minutes of CPU), with test count accuracy 0.944, mean box IoU 0.72 on
+correctly counted canvases and reconstruction MSE 0.0073 (seed 0, 10 %, RESULTS.md).
 Leave ``jit_compile`` off here: XLA makes the step about 8 times slower on this CPU
 (0.45 s against 0.058 s for the bare step of 32, measured side by side; the spatial
 transformer's gathers compile poorly).
