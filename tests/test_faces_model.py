@@ -312,7 +312,7 @@ def test_the_supervised_warmup_trains_the_encoders_alone_then_everything():
     result = model.bound_terms(batch)
     expected = -(1.0 + model.get_config()["alpha"]) * float(tf.reduce_mean(result["classification"]))
     logs, moved = step()
-    assert float(logs["loss"]) == pytest.approx(expected, rel=1e-4)  # float32 sums over 4,096 pixels
+    assert float(logs["loss"]) == pytest.approx(expected, rel=1e-4)  # eager against the traced step: float32 rounding
     assert moved == {"identity": True, "light": True, "style": False, "decoder": False}
     step()
     _, moved = step()  # the third step, past the warm-up: the bound trains every network
