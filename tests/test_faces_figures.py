@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tfssvae import configs, experiment, faces_figures
+from tfssvae import configs, experiment, faces_figures, figures
 from tfssvae.data import faces
 from tfssvae.models import FacesModel
 
@@ -32,7 +32,7 @@ def read(path, rows, cols, scale, mode="L"):
     width, grid_height = scale * (cols * (SIZE + 1) + 1), scale * (rows * (SIZE + 1) + 1)
     assert image.shape[1] == width
     caption = image.shape[0] - grid_height
-    assert caption > 0 and caption % faces_figures.CAPTION_LINE == 0
+    assert caption > 0 and caption % figures.CAPTION_LINE == 0
     cells = np.stack([np.stack([
         image[caption + scale * (1 + r * (SIZE + 1)):][:SIZE * scale:scale, scale * (1 + c * (SIZE + 1)):][:, :SIZE * scale:scale]
         for c in range(cols)]) for r in range(rows)])

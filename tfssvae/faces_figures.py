@@ -1,7 +1,7 @@
 """PNG figures of a trained intrinsic-faces model (issue 12), beside the renderer's truth.
 
 Every figure is a grid of 64x64 cells (``figures.tile``: 1 px white gaps), enlarged
-``scale`` times, under ``len(caption)`` caption lines of ``CAPTION_LINE`` pixels that say
+``scale`` times, under ``len(caption)`` caption lines of ``figures.CAPTION_LINE`` pixels that say
 what the rows and columns are.  Lights are named by Yale B (azimuth, elevation) in
 degrees and turned into vectors by the data's own convention (``faces.azel_to_vector``,
 then ``faces.mirror_to_front`` for |azimuth| > 90), so the model's panels and the
@@ -23,8 +23,6 @@ import numpy as np
 from tfssvae import figures
 from tfssvae.data import faces
 
-#: Pixels a caption line takes above the grid (``figures.save_png``).
-CAPTION_LINE = figures.CAPTION_LINE
 #: Default grids, (azimuth, elevation) in degrees within Extended Yale B's range.  Rows go
 #: from light above to light below, columns from the image's left to its right.
 LIGHTING_AZIMUTHS = (-85, -60, -35, -10, 10, 35, 60, 85)
