@@ -200,10 +200,11 @@ def test_config_overrides_reach_the_model_and_the_masks(tiny_run):
         assert 0.0 <= results[f"{split}_identity_error"] <= 1.0
         assert 0.0 <= results[f"{split}_light_error_degrees"] <= 180.0
     # The masks are the seed's: drawn again, the same.
-    again = faces.supervision_mask(pairs, 0.25, [config.seed, 1])
+    identities = faces.design("train")[0][faces.design_split(32, 32)["train"]]
+    again = faces.supervision_mask(pairs, 0.25, [config.seed, 1], groups=identities)
     assert again.sum() == results["labelled_identities"]
-    np.testing.assert_array_equal(again, faces.supervision_mask(pairs, 0.25, [config.seed, 1]))
-    assert not np.array_equal(again, faces.supervision_mask(pairs, 0.25, [config.seed + 1, 1]))
+    np.testing.assert_array_equal(again, faces.supervision_mask(pairs, 0.25, [config.seed, 1], groups=identities))
+    assert not np.array_equal(again, faces.supervision_mask(pairs, 0.25, [config.seed + 1, 1], groups=identities))
     plain = experiment.build_model(configs.get("faces:plain", {"model.style_dim": 5}), faces.IMAGE_SHAPE, K, None)
     assert plain.get_config()["decoder"] == "plain" and plain.style_dim == 5
 
@@ -255,6 +256,29 @@ IMAGES = faces.render([0, 1], faces.DESIGN_LIGHTS[[0, 5]])
 def test_bad_serving_inputs_are_value_errors(model, call, match):
     with pytest.raises(ValueError, match=match):
         call(model)
+
+
+@pytest.mark.parametrize("fraction", [0.01, 0.1, 0.5])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_identity_labels_are_spread_evenly_over_the_identities(fraction, seed):
+    # The training pairs of the design, as a run uses them: identities with 55 to 64 pairs.
+    split = faces.design_split(-1, -1)
+    identities = faces.design("train")[0][split["train"]]
+    mask = faces.supervision_mask(len(identities), fraction, [seed, 1], groups=identities)
+    assert mask.sum() == round(fraction * len(identities))
+    per_identity = np.bincount(identities[mask], minlength=identities.max() + 1)[np.unique(identities)]
+    # As even as the count allows: no identity has two labels more than another.
+    assert per_identity.max() - per_identity.min() <= 1
+    # Uniform draws are uneven (seed 1 at 10 % left an identity with no label, one with one).
+    uniform = faces.supervision_mask(len(identities), fraction, [seed, 1])
+    if fraction == 0.1:
+        assert np.ptp(np.bincount(identities[uniform], minlength=identities.max() + 1)[np.unique(identities)]) > 1
+    np.testing.assert_array_equal(mask, faces.supervision_mask(len(identities), fraction, [seed, 1], groups=identities))
+
+
+def test_supervision_groups_of_the_wrong_shape_are_refused():
+    with pytest.raises(ValueError, match="groups: expected 10 integer classes"):
+        faces.supervision_mask(10, 0.5, 0, groups=np.zeros(9, np.int64))
 
 
 @pytest.mark.parametrize("fraction", [-0.1, 1.5, float("nan"), True, "half"])

@@ -406,8 +406,10 @@ def _train_faces(config, model, source, model_dir, train_config):
     del source
     split = faces.design_split(config.validation_size, config.test_size)
     num_train = len(split["train"])
+    # Identity labels spread evenly over the identities (M2's labelled sets are balanced
+    # too); the lights are continuous and drawn uniformly.
     identity_mask = faces.supervision_mask(num_train, config.identity_supervision, [config.seed, 1],
-                                           "identity_supervision")
+                                           "identity_supervision", groups=faces.design("train")[0][split["train"]])
     light_mask = faces.supervision_mask(num_train, config.lighting_supervision, [config.seed, 2],
                                         "lighting_supervision")
     batches = faces.SupervisedFacesSource(split["train"], identity_mask, light_mask, config.batch_size, config.seed,

@@ -7,8 +7,9 @@ less ``validation_size`` pairs for model selection (on the identity error) and
 the split is fixed, the same for every seed).  Every step renders ``batch_size`` of the
 training pairs with fresh pixel noise (``noise``).  ``identity_supervision`` and
 ``lighting_supervision`` are the fractions of training pairs whose identity and whose
-light are observed, drawn independently for the seed; an observed label is observed for
-every rendering of its pair.
+light are observed, drawn independently for the seed (the identity labels spread evenly
+over the identities, as M2's labelled sets are over the classes; the lights uniformly);
+an observed label is observed for every rendering of its pair.
 
 Variants: ``plain``, the same network with a plain decoder (the baseline), and ``tiny``,
 a few steps of tiny networks for tests and smoke runs.  The defaults are sized for a
