@@ -43,6 +43,9 @@ def main(argv):
     if fused is not None and not FLAGS.fused_kernels:
         fused.softplus = lambda a: tf.cast(tf.nn.softplus(tf.cast(a, tf.float32)), a.dtype)
         fused.bernoulli_log_prob = lambda x, logits: x * logits - tf.nn.softplus(logits)
+        if hasattr(fused, "bernoulli_log_prob_sum"):
+            fused.bernoulli_log_prob_sum = lambda x, logits: tf.reduce_sum(
+                x * tf.cast(logits, tf.float32) - tf.nn.softplus(tf.cast(logits, tf.float32)), axis=-1)
     training.set_precision(FLAGS.precision)
     keras.utils.set_random_seed(0)
     model = models.M2((28, 28, 1), 10, latent_dim=50, hidden_units=(500,), num_examples=55000, num_labelled=100)

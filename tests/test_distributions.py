@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from tfssvae import distributions as D
 
@@ -137,6 +138,23 @@ def test_bernoulli_image_log_prob_matches_cross_entropy(rng, grey):
         axis=(1, 2, 3)
     )
     np.testing.assert_allclose(dist.log_prob(x).numpy(), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_bernoulli_log_prob_broadcasts_sample_dimensions_and_takes_bfloat16_logits(rng):
+    layer = D.Bernoulli((2, 3))
+    logits = rng.normal(scale=3.0, size=(4, 6)).astype(np.float32)
+    x = (rng.uniform(size=(7, 4, 2, 3)) < 0.5).astype(np.float32)
+    reference = tfp.distributions.Independent(tfp.distributions.Bernoulli(logits=logits.reshape(4, 2, 3)), 2)
+    # Extra sample dimensions take TFP's broadcasting path, one per example the fused kernel.
+    np.testing.assert_allclose(layer(logits).log_prob(x).numpy(), reference.log_prob(x).numpy(), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(layer(logits).log_prob(x[0]).numpy(), reference.log_prob(x[0]).numpy(),
+                               rtol=1e-5, atol=1e-4)
+    # bfloat16 logits (a mixed policy's network output) are read as they are; the density is float32.
+    rounded = tf.cast(tf.cast(logits, tf.bfloat16), tf.float32).numpy().reshape(4, 2, 3)
+    got = layer(tf.cast(logits, tf.bfloat16)).log_prob(x[0])
+    assert got.dtype == tf.float32
+    np.testing.assert_allclose(got.numpy(), tfp.distributions.Independent(
+        tfp.distributions.Bernoulli(logits=rounded), 2).log_prob(x[0]).numpy(), rtol=1e-5, atol=1e-4)
 
 
 def test_bernoulli_flat_input_for_image_event(rng):

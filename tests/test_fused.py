@@ -47,6 +47,32 @@ def test_bernoulli_log_prob_value_and_gradients():
                                    tape.gradient(want_loss, variable).numpy(), rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_bernoulli_log_prob_sum_value_and_gradient(dtype):
+    rng = np.random.default_rng(3)
+    x = tf.constant(rng.uniform(size=(6, 40)).astype(np.float32))
+    logits = tf.cast(tf.constant(rng.normal(0, 5, size=(6, 40)).astype(np.float32)), dtype)
+    # The reference sees the same (rounded) logits in float32.
+    reference_logits = tf.cast(logits, tf.float32)
+    upstream = tf.linspace(0.5, 2.0, 6)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([logits, reference_logits])
+        got = fused.bernoulli_log_prob_sum(x, logits)
+        want = -tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(labels=x, logits=reference_logits), -1)
+        got_loss, want_loss = tf.reduce_sum(got * upstream), tf.reduce_sum(want * upstream)
+    assert got.dtype == tf.float32 and got.shape == (6,)
+    # The sum is float32 whatever the logits' dtype: a sum of 40 terms, each within RTOL.
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=RTOL, atol=40 * ATOL)
+    gradient = tape.gradient(got_loss, logits)
+    assert gradient.dtype == logits.dtype
+    # float32: a few ulps of x - sigmoid(l) (at most 1) times an upstream of at most 2.
+    # bfloat16 keeps 8 bits of mantissa: the derivative is rounded once (relative 2^-9)
+    # and the product with the upstream gradient once more.
+    rtol, atol = (RTOL, 2 * ATOL) if dtype == "float32" else (2 ** -7, 2 ** -8)
+    np.testing.assert_allclose(tf.cast(gradient, tf.float32).numpy(),
+                               tape.gradient(want_loss, reference_logits).numpy(), rtol=rtol, atol=atol)
+
+
 def test_softplus_layer_uses_the_same_function_in_training_and_serving():
     layer = networks.Softplus(dtype="float32")
     a = tf.constant(np.linspace(-20, 20, 64, dtype=np.float32)[None])

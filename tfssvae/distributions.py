@@ -140,9 +140,10 @@ class _EventLayer(_DistributionLayer):
                 f"per element); received input of shape {shape} with {size}."
             )
 
-    def _split(self, inputs):
-        """Splits ``[batch, ...]`` into ``k`` tensors of shape ``[batch, *event_shape]``."""
-        inputs = tf.cast(tf.convert_to_tensor(inputs), self.compute_dtype)
+    def _split(self, inputs, dtype=None):
+        """Splits ``[batch, ...]`` into ``k`` tensors of shape ``[batch, *event_shape]``, in
+        ``dtype`` (the layer's compute dtype if None)."""
+        inputs = tf.cast(tf.convert_to_tensor(inputs), dtype or self.compute_dtype)
         self._check_input_shape(inputs.shape)
         k = self._params_per_element
         new_shape = tf.concat(
@@ -203,13 +204,40 @@ class _LogitBernoulli(tfd.Bernoulli):
 
     The same value as TFP's ``x log sigmoid(l) + (1 - x) log(1 - sigmoid(l))``, with one
     softplus per pixel instead of two, and its gradient from the same fused pass
-    (``fused.bernoulli_log_prob``): the likelihood of every enumerated class row goes
-    through it, so it is one of the largest elementwise costs of an M2 step.
+    (``fused.bernoulli_log_prob``).
     """
 
     def _log_prob(self, event):
         logits = self._logits_parameter_no_checks()
         return fused.bernoulli_log_prob(tf.cast(event, logits.dtype), logits)
+
+
+class _IndependentLogitBernoulli(tfd.Independent):
+    """``Independent(_LogitBernoulli)`` whose log_prob sums over the event in the fused kernel.
+
+    The likelihood of every enumerated class row of M2 goes through here, so it is one of
+    the largest elementwise costs of a step: ``fused.bernoulli_log_prob_sum`` reads the
+    network's logits in their own dtype (bfloat16 under a mixed policy, with no separate
+    conversion pass) and gives the per-example sum and its gradient in one pass each.
+    ``compute_logits`` are those logits, ``[batch, *event_shape]``; the Bernoulli's own
+    are their float32 copy, for everything but log_prob.
+    """
+
+    def __init__(self, compute_logits, event_ndims, name="IndependentLogitBernoulli"):
+        self._compute_logits = compute_logits
+        super().__init__(_LogitBernoulli(logits=tf.cast(compute_logits, tf.float32), dtype=tf.float32),
+                         reinterpreted_batch_ndims=event_ndims, name=name)
+
+    def _log_prob(self, x):
+        logits = self._compute_logits
+        x = tf.convert_to_tensor(x)
+        if x.shape.rank is None or x.shape.rank != logits.shape.rank:
+            return super()._log_prob(x)  # extra sample dimensions: TFP's broadcasting
+        x = tf.broadcast_to(tf.cast(x, tf.float32), tf.shape(logits))
+        event_size = int(np.prod(logits.shape[-self._static_reinterpreted_batch_ndims:]))
+        outer = tf.shape(logits)[:-self._static_reinterpreted_batch_ndims]
+        total = fused.bernoulli_log_prob_sum(tf.reshape(x, [-1, event_size]), tf.reshape(logits, [-1, event_size]))
+        return tf.reshape(total, outer)
 
 
 @keras.saving.register_keras_serializable(package="tfssvae")
@@ -222,7 +250,7 @@ class Bernoulli(_EventLayer):
     Output: ``Independent(Bernoulli(logits))`` with batch shape ``[batch]``, event shape
     ``event_shape`` and float32 samples. ``log_prob`` also accepts grey levels in
     ``[0, 1]``: it is then ``x * log(sigmoid(l)) + (1 - x) * log(1 - sigmoid(l))``
-    summed over the event, i.e. minus the sigmoid cross-entropy.
+    summed over the event, i.e. minus the sigmoid cross-entropy, computed in float32.
 
     Args:
       event_shape: int or tuple of ints, e.g. ``(height, width, channels)``.
@@ -230,11 +258,15 @@ class Bernoulli(_EventLayer):
 
     _params_per_element = 1
 
-    def _distribution(self, logits):
-        return tfd.Independent(
-            _LogitBernoulli(logits=logits, dtype=tf.float32),
-            reinterpreted_batch_ndims=len(self.event_shape),
-        )
+    def __init__(self, event_shape, **kwargs):
+        # The logits reach log_prob in the network's dtype: the fused kernel converts them.
+        kwargs.setdefault("autocast", False)
+        super().__init__(event_shape, **kwargs)
+
+    def call(self, inputs):
+        inputs = tf.convert_to_tensor(inputs)
+        (logits,) = self._split(inputs, inputs.dtype if inputs.dtype.is_floating else tf.float32)
+        return _IndependentLogitBernoulli(logits, len(self.event_shape))
 
 
 @keras.saving.register_keras_serializable(package="tfssvae")

@@ -61,6 +61,33 @@ def bernoulli_log_prob(x, logits):
     return value, lambda upstream: (upstream * logits, upstream * d_logits)
 
 
+@tf.function(jit_compile=True)
+def _bernoulli_sum_and_derivative(x, logits):
+    logits32 = tf.cast(logits, tf.float32)
+    x = tf.cast(x, tf.float32)
+    return (tf.reduce_sum(x * logits32 - tf.nn.softplus(logits32), axis=-1),
+            tf.cast(x - tf.sigmoid(logits32), logits.dtype))
+
+
+@tf.function(jit_compile=True)
+def _rows_times(upstream, derivative):
+    return tf.cast(upstream[:, None] * tf.cast(derivative, tf.float32), derivative.dtype)
+
+
+@tf.custom_gradient
+def bernoulli_log_prob_sum(x, logits):
+    """sum_i x_i * l_i - softplus(l_i) over the last axis: ``[rows, n]`` -> float32 ``[rows]``.
+
+    The log-density of independent Bernoulli pixels, summed as ``tfd.Independent`` does,
+    in one fused pass: ``logits`` may be bfloat16 (converted inside the kernel, and its
+    gradient is returned in bfloat16, so no separate conversion passes), and the backward
+    pass is one kernel scaling the stored derivative x - sigmoid(l) by each row's upstream
+    gradient.  ``x`` is data: it gets no gradient.
+    """
+    value, d_logits = _bernoulli_sum_and_derivative(x, logits)
+    return value, lambda upstream: (None, _rows_times(upstream, d_logits))
+
+
 @keras.saving.register_keras_serializable(package="tfssvae")
 class Adam(keras.optimizers.Adam):
     """``keras.optimizers.Adam`` whose update is one fused TensorFlow kernel per variable.
