@@ -220,3 +220,18 @@ def test_conv_encoder_initializer_and_regularizer_options():
     assert len(model.losses) == 4 + 2  # every conv and dense kernel
     conv = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)][0]
     assert isinstance(conv.kernel_initializer, keras.initializers.HeNormal)
+
+
+def test_a_bfloat16_activation_enters_a_network_without_conversions():
+    # Under mixed_bfloat16 one network's bfloat16 output (M2's encoder rows) feeds the next:
+    # the network must not convert it to float32 at its input and back at its first layer.
+    previous = keras.config.dtype_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        net = N.mlp([(8,)], 4, hidden_units=(), name="head")
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    graph = tf.function(lambda h: net(h)).get_concrete_function(tf.TensorSpec([None, 8], tf.bfloat16)).graph
+    casts = [op for op in graph.get_operations() if op.type == "Cast" and op.inputs[0].dtype == tf.bfloat16]
+    assert casts == [], [op.name for op in casts]
+    assert net(tf.ones([2, 8], tf.bfloat16)).dtype == tf.bfloat16
