@@ -146,6 +146,8 @@ class _EventLayer(_DistributionLayer):
         inputs = tf.cast(tf.convert_to_tensor(inputs), dtype or self.compute_dtype)
         self._check_input_shape(inputs.shape)
         k = self._params_per_element
+        if k == 1:  # a reshape, no copy (unstack would copy every parameter)
+            return [tf.reshape(inputs, tf.concat([tf.shape(inputs)[:1], self.event_shape], axis=0))]
         new_shape = tf.concat(
             [tf.shape(inputs)[:1], tf.constant(self.event_shape + (k,), tf.int32)], axis=0
         )
