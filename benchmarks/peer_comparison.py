@@ -30,6 +30,7 @@ flags.DEFINE_list("labels", ["100"], "Numbers of labels.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (label split, initialisation, batch order).")
 flags.DEFINE_list("systems", ["peer", "m2", "m1m2", "ssdgm_mnist", "logistic"], "Systems to run.")
 flags.DEFINE_integer("epochs", 30, "Epochs of every system (M1+M2: of each stage).")
+flags.DEFINE_enum("precision", "float32", ["float32", "bfloat16"], "Keras precision of the tfssvae systems.")
 flags.DEFINE_string("peer", None, "Path of pyro_m2.py (needed for the 'peer' system).")
 flags.DEFINE_string("peer_python", sys.executable, "Python of the peer's virtual environment.")
 flags.DEFINE_string("work_dir", "/tmp/tfssvae_peer_comparison", "Model directories go here.")
@@ -66,8 +67,10 @@ def run_peer(directory, labels, seed):
 
 def run_ours(system, labels, seed):
     spec = system if FLAGS.dataset == "digits" else f"{system}:fashion_mnist"
+    suffix = "" if FLAGS.precision == "float32" else f"_{FLAGS.precision}"
     overrides = {"num_labels": labels, "seed": seed, "epochs": FLAGS.epochs, "export": False, "verbose": 0,
-                 "model_dir": os.path.join(FLAGS.work_dir, f"{FLAGS.dataset}_{system}_{labels}_s{seed}_e{FLAGS.epochs}")}
+                 "precision": FLAGS.precision, "model_dir": os.path.join(
+                     FLAGS.work_dir, f"{FLAGS.dataset}_{system}_{labels}_s{seed}_e{FLAGS.epochs}{suffix}")}
     if system == "m1m2":
         overrides["m1_epochs"] = FLAGS.epochs
     config = configs.get(spec, overrides)
