@@ -149,6 +149,12 @@ def test_bernoulli_log_prob_broadcasts_sample_dimensions_and_takes_bfloat16_logi
     np.testing.assert_allclose(layer(logits).log_prob(x).numpy(), reference.log_prob(x).numpy(), rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(layer(logits).log_prob(x[0]).numpy(), reference.log_prob(x[0]).numpy(),
                                rtol=1e-5, atol=1e-4)
+    # Batch dimensions broadcast either way, as TFP's do.
+    np.testing.assert_allclose(layer(logits).log_prob(x[0, :1]).numpy(), reference.log_prob(x[0, :1]).numpy(),
+                               rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(layer(logits[:1]).log_prob(x[0]).numpy(),
+                               tfp.distributions.Independent(tfp.distributions.Bernoulli(
+                                   logits=logits[:1].reshape(1, 2, 3)), 2).log_prob(x[0]).numpy(), rtol=1e-5, atol=1e-4)
     # bfloat16 logits (a mixed policy's network output) are read as they are; the density is float32.
     rounded = tf.cast(tf.cast(logits, tf.bfloat16), tf.float32).numpy().reshape(4, 2, 3)
     got = layer(tf.cast(logits, tf.bfloat16)).log_prob(x[0])

@@ -233,10 +233,13 @@ class _IndependentLogitBernoulli(tfd.Independent):
     def _log_prob(self, x):
         logits = self._compute_logits
         x = tf.convert_to_tensor(x)
-        if x.shape.rank is None or x.shape.rank != logits.shape.rank:
-            return super()._log_prob(x)  # extra sample dimensions: TFP's broadcasting
+        if (x.shape.rank is None or x.shape.rank != logits.shape.rank
+                or any(l == 1 and d != 1 for l, d in zip(logits.shape, x.shape))):
+            # Extra sample dimensions, or logits to repeat over x's batch: TFP's broadcasting.
+            return super()._log_prob(x)
+        # x broadcasts to the logits' shape (returned as it is where equal, as M2's rows are).
         x = tf.broadcast_to(tf.cast(x, tf.float32), tf.shape(logits))
-        event_size = int(np.prod(logits.shape[-self._static_reinterpreted_batch_ndims:]))
+        event_size = int(np.prod(self.event_shape.as_list()))
         outer = tf.shape(logits)[:-self._static_reinterpreted_batch_ndims]
         total = fused.bernoulli_log_prob_sum(tf.reshape(x, [-1, event_size]), tf.reshape(logits, [-1, event_size]))
         return tf.reshape(total, outer)
