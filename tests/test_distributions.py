@@ -145,7 +145,7 @@ def test_bernoulli_log_prob_broadcasts_sample_dimensions_and_takes_bfloat16_logi
     logits = rng.normal(scale=3.0, size=(4, 6)).astype(np.float32)
     x = (rng.uniform(size=(7, 4, 2, 3)) < 0.5).astype(np.float32)
     reference = tfp.distributions.Independent(tfp.distributions.Bernoulli(logits=logits.reshape(4, 2, 3)), 2)
-    # Extra sample dimensions take TFP's broadcasting path, one per example the fused kernel.
+    # Extra sample dimensions take TFP's broadcasting path; one value per example, the fused kernel.
     np.testing.assert_allclose(layer(logits).log_prob(x).numpy(), reference.log_prob(x).numpy(), rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(layer(logits).log_prob(x[0]).numpy(), reference.log_prob(x[0]).numpy(),
                                rtol=1e-5, atol=1e-4)

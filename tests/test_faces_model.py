@@ -261,7 +261,7 @@ def test_bad_serving_inputs_are_value_errors(model, call, match):
 @pytest.mark.parametrize("fraction", [0.01, 0.1, 0.5])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_identity_labels_are_spread_evenly_over_the_identities(fraction, seed):
-    # The training pairs of the design, as a run uses them: identities with 55 to 64 pairs.
+    # The training pairs of the design, as a run uses them: identities with 44 to 59 pairs.
     split = faces.design_split(-1, -1)
     identities = faces.design("train")[0][split["train"]]
     mask = faces.supervision_mask(len(identities), fraction, [seed, 1], groups=identities)
