@@ -650,7 +650,7 @@ def supervision_mask(num_examples, fraction, seed, name="fraction", groups=None)
     every class gets its first label before any class gets its second, and so on, the
     seed choosing the examples and which classes get one more.  Drawn uniformly instead,
     10 % of the faces' 1,946 pairs left some identities with no label or one (seed 1: one
-    identity with none, one with one), and those identities made nearly all of the
+    identity with none, one with one), and the identities with the fewest labels made the
     held-out identity errors (RESULTS.md, issue 12).
 
     Args:
