@@ -200,7 +200,7 @@ def test_config_overrides_reach_the_model_and_the_masks(tiny_run):
         assert 0.0 <= results[f"{split}_identity_error"] <= 1.0
         assert 0.0 <= results[f"{split}_light_error_degrees"] <= 180.0
     # The masks are the seed's: drawn again, the same.
-    identities = faces.design("train")[0][faces.design_split(32, 32)["train"]]
+    identities = faces.design("train")[0][faces.design_split(config.validation_size, config.test_size)["train"]]
     again = faces.supervision_mask(pairs, 0.25, [config.seed, 1], groups=identities)
     assert again.sum() == results["labelled_identities"]
     np.testing.assert_array_equal(again, faces.supervision_mask(pairs, 0.25, [config.seed, 1], groups=identities))
