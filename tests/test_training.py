@@ -188,3 +188,26 @@ def test_xla_is_refused_clearly_for_m2s_data_dependent_rows(tmp_path):
     config = training.TrainConfig(**{**CONFIG.__dict__, "epochs": 1, "jit_compile": True})
     with pytest.raises(ValueError, match="jit_compile: M2's step computes a number of rows"):
         training.train(tiny_model(), batches_of(images, labels, labelled), str(tmp_path), config)
+
+
+def test_cosine_decay_runs_adam_from_the_learning_rate_down_to_zero_over_the_epochs(tmp_path):
+    images, labels, labelled = tiny_problem()
+    batches = batches_of(images, labels, labelled)
+    config = training.TrainConfig(**{**CONFIG.__dict__, "learning_rate_decay": "cosine", "verbose": 0})
+    model = tiny_model()
+    training.train(model, batches, str(tmp_path), config)
+    total = config.epochs * batches.steps_per_epoch
+    schedule = training.learning_rate_schedule(config, batches.steps_per_epoch)
+    # Half a cosine from 1e-3 at step 0 through 5e-4 halfway to 0 at the last step
+    # (float32 arithmetic: a relative tolerance of 1e-5 is far above its rounding).
+    for step, expected in ((0, 1e-3), (total / 2, 5e-4), (total, 0.0)):
+        np.testing.assert_allclose(float(schedule(step)), expected, rtol=1e-5, atol=1e-9)
+    # The optimizer used it: after the run its current step size is the end of the curve
+    # (a constant step would still be 1e-3).
+    assert float(model.optimizer.iterations) == total
+    np.testing.assert_allclose(float(model.optimizer.learning_rate), 0.0, atol=1e-9)
+
+
+def test_an_unknown_learning_rate_decay_is_refused():
+    with pytest.raises(ValueError, match="learning_rate_decay: expected one of"):
+        training.TrainConfig(learning_rate_decay="linear")

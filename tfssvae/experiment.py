@@ -110,6 +110,7 @@ SHARED_FIELDS = {
     "batch_size": _integer(1),
     "labelled_batch_size": _integer(-1),
     "learning_rate": _positive_number,
+    "learning_rate_decay": _one_of(training.LEARNING_RATE_DECAYS),
     "seed": _integer(0),
     "precision": _one_of(training.PRECISIONS),
     "jit_compile": _boolean,
@@ -587,7 +588,7 @@ def check_same_settings(model_dir, config):
     if previous is None:
         return  # written before run configs were recorded
     now = _flat(json.loads(json.dumps(config.to_dict(), default=str)))
-    before = _flat(previous)
+    before = {"learning_rate_decay": "constant", **_flat(previous)}  # runs from before the field: constant
     differ = [key for key in sorted(set(now) | set(before))
               if key not in RESUMABLE_FIELDS and now.get(key, "(absent)") != before.get(key, "(absent)")]
     if differ:
@@ -716,7 +717,8 @@ def _run_locked(config, name, model_class, model_dir, export_base, chief=True):
     if chief:
         _write_model_json(model_dir, config, model)
     train_config = training.TrainConfig(
-        epochs=config.epochs, learning_rate=config.learning_rate, jit_compile=config.jit_compile,
+        epochs=config.epochs, learning_rate=config.learning_rate,
+        learning_rate_decay=config.learning_rate_decay, jit_compile=config.jit_compile,
         checkpoint_every=config.checkpoint_every, steps_per_call=config.steps_per_call,
         keep_best=config.keep_best, verbose=config.verbose, time_limit_minutes=config.time_limit_minutes,
         keep_checkpoints=config.keep_checkpoints,

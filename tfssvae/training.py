@@ -194,13 +194,20 @@ def _distributed_epoch(strategy, batches, epoch, skip):
     return strategy.distribute_datasets_from_function(worker_dataset)
 
 
+#: How the step size moves over a run (``TrainConfig.learning_rate_decay``).
+LEARNING_RATE_DECAYS = ("constant", "cosine")
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Settings of the training loop itself (batch composition belongs to the batch source).
 
     ``steps_per_call`` training steps run inside one ``tf.function`` call (like Keras'
     ``steps_per_execution``): the host sees the losses, updates the progress bar and
-    checks for divergence once a call.  ``keep_best`` keeps the weights of the epoch with
+    checks for divergence once a call.  ``learning_rate_decay`` is ``"constant"`` (Adam at
+    ``learning_rate`` throughout) or ``"cosine"`` (from ``learning_rate`` down to 0 along a
+    half cosine over the ``epochs`` of the run; a resumed run with more epochs stretches the
+    curve from the step it resumes at).  ``keep_best`` keeps the weights of the epoch with
     the lowest validation error (the later one on a tie), when validation data are given,
     and restores them at the end.  ``time_limit_minutes`` (None: none) stops training after
     the first call that ends past it, with a checkpoint.  ``keep_checkpoints`` newest
@@ -209,6 +216,7 @@ class TrainConfig:
 
     epochs: int = 10
     learning_rate: float = 3e-4
+    learning_rate_decay: str = "constant"
     jit_compile: bool = False
     checkpoint_every: int = 1000
     log_every: int = 50
@@ -225,12 +233,23 @@ class TrainConfig:
                 raise ValueError(f"{name}: expected a positive integer, received {value!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate: expected a positive number, received {self.learning_rate}")
+        if self.learning_rate_decay not in LEARNING_RATE_DECAYS:
+            raise ValueError(f"learning_rate_decay: expected one of {LEARNING_RATE_DECAYS}, "
+                             f"received {self.learning_rate_decay!r}")
         if self.time_limit_minutes is not None and not self.time_limit_minutes > 0:
             raise ValueError(f"time_limit_minutes: expected a positive number of minutes or None, "
                              f"received {self.time_limit_minutes}")
         if isinstance(self.keep_checkpoints, bool) or int(self.keep_checkpoints) != self.keep_checkpoints \
                 or self.keep_checkpoints < 0:
             raise ValueError(f"keep_checkpoints: expected an integer >= 0, received {self.keep_checkpoints!r}")
+
+
+def learning_rate_schedule(config, steps_per_epoch):
+    """Adam's step size for a ``TrainConfig``: the number, or a Keras schedule of the
+    optimizer's step count (so a resumed run continues the curve where it stopped)."""
+    if config.learning_rate_decay == "constant":
+        return config.learning_rate
+    return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=config.epochs * steps_per_epoch)
 
 
 def set_precision(precision):
@@ -357,7 +376,7 @@ def train(model, batches, model_dir, config, validation=None):
     chief = is_chief(strategy)
     os.makedirs(model_dir, exist_ok=True)
     if getattr(model, "optimizer", None) is None:
-        model.compile(optimizer=fused.Adam(config.learning_rate))
+        model.compile(optimizer=fused.Adam(learning_rate_schedule(config, batches.steps_per_epoch)))
     model.build_variables()
 
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")

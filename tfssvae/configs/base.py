@@ -74,6 +74,7 @@ def run_config(model, **fields):
     config.batch_size = 100  # examples per batch, labelled ones included
     config.labelled_batch_size = -1  # -1: half the batch, at most num_labels
     config.learning_rate = OFFICIAL_LEARNING_RATE  # Adam
+    config.learning_rate_decay = "constant"  # or "cosine": down to 0 over the epochs
     config.seed = 0  # label split, batch order, initialisation
     config.precision = "float32"  # or "bfloat16" (Keras mixed_bfloat16: float32 variables)
     config.jit_compile = False  # XLA-compile the training step
