@@ -7,8 +7,9 @@ pixels do (Kingma et al.'s premise, true of MNIST).  This reads the M1 of a trai
 (an ``m1m2`` run's M1 stage, ``MODEL_DIR/m1``, or an ``m1`` run), encodes the training and
 test images, and fits a logistic regression and a 1-nearest-neighbour classifier on the
 same class-balanced labelled examples as the semi-supervised runs (after the same
-validation hold-out), once on the pixels and once on M1's code (all dimensions, and the
-active ones: posterior-mean s.d. above the model's ``active_threshold``).  Prints the
+validation hold-out), on the pixels, on their principal components (as many as M1 has
+active dimensions: a linear code of the same size), and on M1's code (all dimensions, and
+the active ones: posterior-mean s.d. above the model's ``active_threshold``).  Prints the
 test errors per seed, and M1's number of active dimensions.
 """
 import json
@@ -54,6 +55,7 @@ def load_m1(model_dir):
 
 def main(argv):
     del argv
+    from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
 
@@ -72,7 +74,10 @@ def main(argv):
         chosen = data.balanced_labelled_indices(labels, FLAGS.num_labels, source.num_classes, seed)
         train_code, test_code = code(images), code(source.test_images)
         active = train_code.std(axis=0) > threshold
-        inputs = {"pixels": (images.reshape(len(images), -1), source.test_images.reshape(len(source.test_images), -1)),
+        pixels = images.reshape(len(images), -1), source.test_images.reshape(len(source.test_images), -1)
+        pca = PCA(max(1, int(active.sum())), random_state=0).fit(pixels[0])
+        inputs = {"pixels": pixels,
+                  f"pixels' first {pca.n_components_} principal components": tuple(map(pca.transform, pixels)),
                   f"M1 code, {train_code.shape[1]} dims": (train_code, test_code),
                   f"M1 code, {active.sum()} active dims": (train_code[:, active], test_code[:, active])}
         for name, (train, test) in inputs.items():
