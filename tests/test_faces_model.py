@@ -114,6 +114,32 @@ def test_the_intrinsic_decoder_renders_its_own_normals_and_albedo():
     assert not np.allclose(other["images"], out["images"])
 
 
+def test_the_dome_mean_shape_is_the_intrinsic_normals_where_the_network_adds_nothing():
+    model = tiny_model(mean_shape="dome")
+    identity, style = np.eye(K, dtype=np.float32)[[2]], np.zeros((1, 2), np.float32)
+    light = faces.DESIGN_LIGHTS[[0]].astype(np.float32)
+    model.render(identity, light, style)  # builds the decoder
+    for weight in model.decoder_network.weights:
+        weight.assign(tf.zeros_like(weight))
+    normals = model.render(identity, light, style)["normals"].numpy()[0]
+    # The ellipsoid written out in image units (x right, y up, the image spanning [-1, 1]),
+    # through the renderer's own normals; float32 against float64: 1e-5.
+    centres = (np.arange(64) + 0.5) / 32 - 1.0
+    u, v = centres[None, :], -centres[:, None]
+    dome = faces_model.DOME
+    height = dome["depth"] * np.sqrt(np.clip(1 - (u / dome["half_width"]) ** 2 - (v / dome["half_height"]) ** 2,
+                                             0, None))
+    np.testing.assert_allclose(normals, faces.surface_normals(height[None])[0], atol=1e-5)
+    # It is a dome: the right half faces right, the top faces up; flat normals face the camera.
+    assert (normals[20:44, 40:50, 0] > 0.1).all() and (normals[5:15, 28:36, 1] > 0.1).all()
+    flat = tiny_model()
+    flat.render(identity, light, style)
+    for weight in flat.decoder_network.weights:
+        weight.assign(tf.zeros_like(weight))
+    flat_normals = flat.render(identity, light, style)["normals"].numpy()[0]
+    np.testing.assert_allclose(flat_normals, np.broadcast_to([0.0, 0.0, 1.0], flat_normals.shape), atol=1e-6)
+
+
 def test_lights_and_angles_round_trip_over_the_design():
     angles = faces_model.light_to_angles(faces.DESIGN_LIGHTS)
     back = faces_model.angles_to_light(angles).numpy()
@@ -295,7 +321,8 @@ def test_a_supervision_fraction_outside_0_1_is_refused(fraction):
 
 def test_bad_model_options_and_runs_are_value_errors():
     for options, match in [(dict(decoder="mesh"), "decoder: expected one of"), (dict(discrete="x"), "discrete"),
-                           (dict(light_prior_scale=0.0), "light_prior_scale"), (dict(style_dim=0), "style_dim")]:
+                           (dict(light_prior_scale=0.0), "light_prior_scale"), (dict(style_dim=0), "style_dim"),
+                           (dict(mean_shape="cube"), "mean_shape: expected one of")]:
         with pytest.raises(ValueError, match=match):
             tiny_model(**options)
     with pytest.raises(ValueError, match="leaving none to train on"):

@@ -50,7 +50,8 @@ def get_config(variant=None):
                    # take-off was a lottery at 10 % supervision (one seed stuck at 79 % validation
                    # error after 3,000 steps, its light still 7 degrees off); with 500, three seeds
                    # of three took off (RESULTS.md, issue 12).
-                   supervised_warmup=500),
+                   supervised_warmup=500,
+                   mean_shape="flat"),  # the intrinsic normals' offset from: "flat" or "dome"
         dataset="faces",
         batch_size=64,
         learning_rate=1e-3,

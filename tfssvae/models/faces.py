@@ -56,6 +56,10 @@ tfd = tfp.distributions
 
 DECODERS = ("intrinsic", "plain")
 DISCRETE = ("relax", "enumerate")
+MEAN_SHAPES = ("flat", "dome")
+#: The ``"dome"`` mean shape: an ellipsoid of half-width 0.76, half-height 0.9 and depth 0.65
+#: (image half-widths), the middle of the renderer's head ranges; no face features.
+DOME = dict(half_width=0.76, half_height=0.9, depth=0.65)
 
 
 # --------------------------------------------------------------------- lights and shading
@@ -135,6 +139,21 @@ def check_lights(lights, name="lights", num_examples=None):
         return tf.identity(lights)
 
 
+def dome_slopes(shape):
+    """The ``"dome"`` mean shape's normals as slopes ``(n_x / n_z, n_y / n_z)``, float32
+    ``[height, width, 2]``: an ellipsoid (``DOME``) centred in the image, flat outside it,
+    in the renderer's conventions (``faces.surface_normals``: x right, y up)."""
+    height, width = shape
+    if height != width:
+        raise ValueError(f"mean_shape: the dome needs square images, received {height}x{width}")
+    u = (np.arange(width) + 0.5) / width * 2.0 - 1.0
+    v = -((np.arange(height) + 0.5) / height * 2.0 - 1.0)
+    inside = 1.0 - (u[None, :] / DOME["half_width"]) ** 2 - (v[:, None] / DOME["half_height"]) ** 2
+    dome = DOME["depth"] * np.sqrt(np.clip(inside, 0.0, None))
+    normals = faces_data.surface_normals(dome[None])[0]
+    return (normals[..., :2] / normals[..., 2:3]).astype(np.float32)
+
+
 # ------------------------------------------------------------------------------- the model
 
 class FacesModel(GenerativeModel):
@@ -157,6 +176,12 @@ class FacesModel(GenerativeModel):
       num_samples: samples per example in the objective.
       variant: ``"weighted"`` or ``"iw"`` (``objectives.VARIANTS``).
       initial_pixel_scale: the likelihood's per-pixel scale at initialisation.
+      mean_shape: what the intrinsic decoder's normals are an offset from: ``"flat"`` (the
+        network's normals as they are: facing the camera at initialisation) or ``"dome"``
+        (the normals of a head-sized ellipsoid, ``DOME``).  Flat normals see only the
+        light's z component, which is the same for a light from the left or the right, so
+        the light gets no gradient that tells the two apart until the normals have learned
+        a shape; a dome shades a left light differently from a right one from the first step.
       supervised_warmup: training steps (the optimizer's iterations) at the start whose
         loss is the supervised term alone, ``-(1 + alpha) log q(identity, light | x)`` of
         the examples with an observed variable: the encoders learn the observed lights
@@ -168,10 +193,12 @@ class FacesModel(GenerativeModel):
     def __init__(self, input_shape, num_classes, style_dim=4, decoder="intrinsic", filters=(16, 32, 32, 64),
                  dense_units=128, decoder_filters=(32, 32, 16), alpha=10.0, light_prior_scale=0.8,
                  discrete="relax", temperature=0.66, num_samples=1, variant="weighted", initial_pixel_scale=0.1,
-                 supervised_warmup=0, **kwargs):
+                 supervised_warmup=0, mean_shape="flat", **kwargs):
         super().__init__(input_shape, num_classes, **kwargs)
         if decoder not in DECODERS:
             raise ValueError(f"decoder: expected one of {DECODERS}, received {decoder!r}")
+        if mean_shape not in MEAN_SHAPES:
+            raise ValueError(f"mean_shape: expected one of {MEAN_SHAPES}, received {mean_shape!r}")
         if discrete not in DISCRETE:
             raise ValueError(f"discrete: expected one of {DISCRETE}, received {discrete!r}")
         if variant not in objectives.VARIANTS:
@@ -194,7 +221,7 @@ class FacesModel(GenerativeModel):
             decoder_filters=tuple(int(f) for f in decoder_filters), alpha=float(alpha),
             light_prior_scale=float(light_prior_scale), discrete=discrete, temperature=float(temperature),
             num_samples=int(num_samples), variant=variant, initial_pixel_scale=float(initial_pixel_scale),
-            supervised_warmup=int(supervised_warmup))
+            supervised_warmup=int(supervised_warmup), mean_shape=mean_shape)
         self.style_dim, self.decoder = int(style_dim), decoder
         K, d = self.num_classes, self.style_dim
         conv = dict(filters=tuple(filters), dense_units=int(dense_units))
@@ -218,6 +245,10 @@ class FacesModel(GenerativeModel):
         else:
             self.decoder_network = networks.deconv_decoder(
                 K + 3 + d, self.data_shape, params_per_pixel=1, filters=tuple(decoder_filters), name="decoder")
+        # The mean shape's slopes (n_x / n_z, n_y / n_z) [H, W, 2]; zeros for "flat".
+        self.mean_slopes = tf.zeros([*self.data_shape[:2], 2])
+        if mean_shape == "dome":
+            self.mean_slopes = tf.constant(dome_slopes(self.data_shape[:2]), tf.float32)
         self.likelihood = distributions.LearnedVarianceNormal(
             self.data_shape, initial_scale=float(initial_pixel_scale), name="likelihood")
         self.likelihood.build((None, *self.data_shape))
@@ -260,7 +291,9 @@ class FacesModel(GenerativeModel):
         albedo_logits = tf.cast(self.decoder_network(tf.concat([identity, tf.zeros_like(style)], -1),
                                                      training=training), tf.float32)[..., 3:4]
         # The floor keeps z (and so the norm) away from 0: every normal faces the camera.
-        raw = tf.concat([out[..., :2], tf.nn.softplus(out[..., 2:3]) + 1e-3], -1)
+        # The network's x and y are offsets from the mean shape's normal (its slopes times z).
+        z = tf.nn.softplus(out[..., 2:3]) + 1e-3
+        raw = tf.concat([out[..., :2] + self.mean_slopes * z, z], -1)
         normals = raw / tf.norm(raw, axis=-1, keepdims=True)
         albedo = tf.sigmoid(albedo_logits)
         return {"images": lambertian(normals, albedo, light), "normals": normals, "albedo": albedo}
