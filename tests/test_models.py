@@ -141,6 +141,24 @@ def test_keras_fit_trains_and_the_loss_falls(name):
     assert set(model.loss_names) <= set(history.history)
 
 
+def test_m1_kl_z_weight_scales_the_kl_in_the_loss_and_nothing_else():
+    batch = random_batch()
+    losses = {}
+    for weight in (1.0, 0.25):
+        keras.utils.set_random_seed(3)  # the same weights and the same draw of z for both
+        model = models.M1(SHAPE, K, latent_dim=3, hidden_units=(16,), kl_z_weight=weight)
+        tf.random.set_seed(7)
+        losses[weight] = {k: float(v) for k, v in model.compute_losses(batch)[0].items()}
+    one, quarter = losses[1.0], losses[0.25]
+    for name in ("reconstruction", "kl_z", "classification"):  # the same network, noise and data
+        assert quarter[name] == pytest.approx(one[name], rel=1e-6)
+    # loss = reconstruction + weight * KL + classification; float32 sums of a few hundred
+    # nats round at about 1e-5 relative.
+    assert one["loss"] - quarter["loss"] == pytest.approx(0.75 * one["kl_z"], rel=1e-3)
+    with pytest.raises(ValueError, match="kl_z_weight: expected a positive weight"):
+        models.M1(SHAPE, K, kl_z_weight=0.0)
+
+
 def test_m1m2_keeps_the_active_m1_dimensions_and_rebuilds_from_its_config():
     keras.utils.set_random_seed(0)
     model = models.M1M2(SHAPE, K, m1_latent_dim=6, m2_latent_dim=3, hidden_units=(16,), active_threshold=0.05)
