@@ -26,7 +26,9 @@ The model, declared with ``tfssvae.graph`` and trained with the one objective
 
 Decoder ``"intrinsic"`` (the paper's): a transposed-conv network maps (identity, style)
 to per-pixel surface normals (3 channels normalised to unit length, the z channel
-through a softplus so every normal faces the camera) and (identity, style 0) to an
+through a softplus so every normal faces the camera; with ``mean_shape="dome"``, the
+config's, the x and y channels are offsets from the normals of a head-sized ellipsoid)
+and (identity, style 0) to an
 albedo (sigmoid; the identity's own, so that no image's shading can hide in it), and the
 image mean is rendered from them and the light by the Lambertian formula
 ``albedo * max(0, normal . light)`` (``lambertian``, the TF twin of ``faces.shade``), so
