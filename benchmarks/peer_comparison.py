@@ -70,15 +70,15 @@ def run_peer(directory, labels, seed):
 def run_ours(system, labels, seed):
     spec = system if FLAGS.dataset == "digits" else f"{system}:fashion_mnist"
     suffix = "" if FLAGS.precision == "float32" else f"_{FLAGS.precision}"
+    overrides = {"num_labels": labels, "seed": seed, "epochs": FLAGS.epochs, "export": False, "verbose": 0,
+                 "precision": FLAGS.precision}
     if FLAGS.learning_rate is not None:
         suffix += f"_lr{FLAGS.learning_rate:g}"
-    overrides = {"num_labels": labels, "seed": seed, "epochs": FLAGS.epochs, "export": False, "verbose": 0,
-                 "precision": FLAGS.precision, "model_dir": os.path.join(
-                     FLAGS.work_dir, f"{FLAGS.dataset}_{system}_{labels}_s{seed}_e{FLAGS.epochs}{suffix}")}
+        overrides["learning_rate"] = FLAGS.learning_rate
+    overrides["model_dir"] = os.path.join(FLAGS.work_dir,
+                                          f"{FLAGS.dataset}_{system}_{labels}_s{seed}_e{FLAGS.epochs}{suffix}")
     if system == "m1m2":
         overrides["m1_epochs"] = FLAGS.epochs
-    if FLAGS.learning_rate is not None:
-        overrides["learning_rate"] = FLAGS.learning_rate
     config = configs.get(spec, overrides)
     result = experiment.run(config)
     return {"test_error": result["test_error"], "validation_error": result.get("validation_error"),

@@ -43,6 +43,14 @@ def test_zero_speed_rounds_is_a_clear_error():
     assert "Traceback" not in out.stderr
 
 
+def test_a_learning_rate_that_is_not_positive_is_a_clear_error():
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "peer_comparison.py"),
+                          "--learning_rate=0", "--systems=m2"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode != 0
+    assert "--learning_rate: must be positive, received 0.0" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
 def test_m1_features_refuses_a_directory_without_a_run(tmp_path):
     out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "m1_features.py"),
                           f"--model_dir={tmp_path}"], capture_output=True, text=True, timeout=120, cwd=ROOT)

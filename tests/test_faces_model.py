@@ -115,13 +115,17 @@ def test_the_intrinsic_decoder_renders_its_own_normals_and_albedo():
 
 
 def test_the_dome_mean_shape_is_the_intrinsic_normals_where_the_network_adds_nothing():
-    model = tiny_model(mean_shape="dome")
     identity, style = np.eye(K, dtype=np.float32)[[2]], np.zeros((1, 2), np.float32)
     light = faces.DESIGN_LIGHTS[[0]].astype(np.float32)
-    model.render(identity, light, style)  # builds the decoder
-    for weight in model.decoder_network.weights:
-        weight.assign(tf.zeros_like(weight))
-    normals = model.render(identity, light, style)["normals"].numpy()[0]
+
+    def normals_of_a_silent_decoder(mean_shape):
+        model = tiny_model(mean_shape=mean_shape)
+        model.render(identity, light, style)  # builds the decoder
+        for weight in model.decoder_network.weights:
+            weight.assign(tf.zeros_like(weight))
+        return model.render(identity, light, style)["normals"].numpy()[0]
+
+    normals = normals_of_a_silent_decoder("dome")
     # The ellipsoid written out in image units (x right, y up, the image spanning [-1, 1]),
     # through the renderer's own normals; float32 against float64: 1e-5.
     centres = (np.arange(64) + 0.5) / 32 - 1.0
@@ -132,11 +136,7 @@ def test_the_dome_mean_shape_is_the_intrinsic_normals_where_the_network_adds_not
     np.testing.assert_allclose(normals, faces.surface_normals(height[None])[0], atol=1e-5)
     # It is a dome: the right half faces right, the top faces up; flat normals face the camera.
     assert (normals[20:44, 40:50, 0] > 0.1).all() and (normals[5:15, 28:36, 1] > 0.1).all()
-    flat = tiny_model()
-    flat.render(identity, light, style)
-    for weight in flat.decoder_network.weights:
-        weight.assign(tf.zeros_like(weight))
-    flat_normals = flat.render(identity, light, style)["normals"].numpy()[0]
+    flat_normals = normals_of_a_silent_decoder("flat")
     np.testing.assert_allclose(flat_normals, np.broadcast_to([0.0, 0.0, 1.0], flat_normals.shape), atol=1e-6)
 
 
