@@ -325,6 +325,8 @@ def test_bad_model_options_and_runs_are_value_errors():
                            (dict(mean_shape="cube"), "mean_shape: expected one of")]:
         with pytest.raises(ValueError, match=match):
             tiny_model(**options)
+    with pytest.raises(ValueError, match="mean_shape: the dome needs square images, received 64x32"):
+        faces_model.dome_slopes((64, 32))
     with pytest.raises(ValueError, match="leaving none to train on"):
         experiment.validate(configs.get("faces", {"validation_size": 2000, "test_size": 432}))
     with pytest.raises(ValueError, match="dataset: faces trains on dataset 'faces'"):
