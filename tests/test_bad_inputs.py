@@ -231,8 +231,8 @@ SLOW_RUN = r"""
 import json, sys, time
 from tfssvae import configs, experiment, training
 steps_of = training._multi_step
-def slowed(model, jit_compile, strategy=None):
-    steps = steps_of(model, jit_compile, strategy)
+def slowed(model, jit_compile, strategy=None, after_step=None):
+    steps = steps_of(model, jit_compile, strategy, after_step)
     def call(iterator, num_steps):
         time.sleep(0.05)
         return steps(iterator, num_steps)

@@ -91,8 +91,8 @@ def test_a_killed_run_resumes_mid_epoch(tmp_path, monkeypatch, capsys):
     batches = batches_of(images, labels, labelled)
     real_multi_step = training._multi_step
 
-    def dies_before_the_fourth_step(model, jit_compile, strategy=None):
-        step_fn, calls = real_multi_step(model, jit_compile, strategy), []
+    def dies_before_the_fourth_step(model, jit_compile, strategy=None, after_step=None):
+        step_fn, calls = real_multi_step(model, jit_compile, strategy, after_step), []
 
         def run(iterator, num_steps):
             calls.append(int(num_steps))
@@ -211,3 +211,55 @@ def test_cosine_decay_runs_adam_from_the_learning_rate_down_to_zero_over_the_epo
 def test_an_unknown_learning_rate_decay_is_refused():
     with pytest.raises(ValueError, match="learning_rate_decay: expected one of"):
         training.TrainConfig(learning_rate_decay="linear")
+
+
+def test_weight_average_follows_the_closed_form():
+    # Values 1, 2, ..., 5 assigned before each update, average starting at 0; the decay
+    # after n updates is min(0.9, (1 + n) / (10 + n)).  Float32 arithmetic over 5 updates of
+    # numbers below 5: a relative tolerance of 1e-6 is far above its rounding.
+    variable = tf.Variable([0.0, 10.0])
+    average = training.WeightAverage([variable], decay=0.9)
+    expected = np.array([0.0, 10.0])
+    for n, value in enumerate(range(1, 6)):
+        variable.assign([value, -value])
+        average.update()
+        decay = min(0.9, (1 + n) / (10 + n))
+        expected = decay * expected + (1 - decay) * np.array([value, -value])
+    np.testing.assert_allclose(average.averages[0].numpy(), expected, rtol=1e-6)
+    assert int(average.updates.numpy()) == 5
+    average.swap()
+    np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(average.averages[0].numpy(), [5.0, -5.0])
+
+
+def test_a_run_with_ema_ends_with_the_average_and_a_resume_continues_it(tmp_path):
+    images, labels, labelled = tiny_problem()
+    batches = batches_of(images, labels, labelled)
+    config = training.TrainConfig(**{**CONFIG.__dict__, "ema_decay": 0.5, "keep_best": False, "verbose": 0})
+    model = tiny_model()
+    training.train(model, batches, str(tmp_path), config)
+    total = config.epochs * batches.steps_per_epoch
+    # The checkpoint holds the raw weights and the averages apart: the model ends with
+    # the averages (exactly: they are copied), which differ from the raw weights.
+    reader = tf.train.load_checkpoint(str(tmp_path / "checkpoints"))
+    assert reader.get_tensor("average_updates/.ATTRIBUTES/VARIABLE_VALUE") == total
+    averages = [reader.get_tensor(f"averages/{i}/.ATTRIBUTES/VARIABLE_VALUE")
+                for i in range(len(model.trainable_variables))]
+    for variable, average in zip(model.trainable_variables, averages):
+        np.testing.assert_array_equal(variable.numpy(), average)
+    raw = tiny_model()
+    raw.build_variables()
+    tf.train.Checkpoint(model=raw).restore(tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))).expect_partial()
+    # Adam's steps of 1e-3 over 8 steps move the raw weights away from an average that
+    # halves the distance each step by far more than float32 rounding.
+    assert max(np.abs(w.numpy() - a).max() for w, a in zip(raw.trainable_variables, averages)) > 1e-4
+    # Two more epochs from the checkpoint keep counting the same average's updates.
+    more = training.TrainConfig(**{**config.__dict__, "epochs": 4})
+    training.train(tiny_model(), batches, str(tmp_path), more)
+    reader = tf.train.load_checkpoint(str(tmp_path / "checkpoints"))
+    assert reader.get_tensor("average_updates/.ATTRIBUTES/VARIABLE_VALUE") == 2 * total
+
+
+def test_a_bad_ema_decay_is_refused():
+    with pytest.raises(ValueError, match=r"ema_decay: expected a number in \[0, 1\)"):
+        training.TrainConfig(ema_decay=1.0)

@@ -82,6 +82,11 @@ def _non_negative_number(value):
         return "expected a number >= 0"
 
 
+def _decay(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+        return "expected a number in [0, 1)"
+
+
 def _classes(value):
     if not isinstance(value, (tuple, list)) or any(_integer(0)(v) for v in value):
         return "expected a tuple of class ids (integers >= 0), possibly empty"
@@ -111,6 +116,7 @@ SHARED_FIELDS = {
     "labelled_batch_size": _integer(-1),
     "learning_rate": _positive_number,
     "learning_rate_decay": _one_of(training.LEARNING_RATE_DECAYS),
+    "ema_decay": _decay,
     "seed": _integer(0),
     "precision": _one_of(training.PRECISIONS),
     "jit_compile": _boolean,
@@ -588,7 +594,8 @@ def check_same_settings(model_dir, config):
     if previous is None:
         return  # written before run configs were recorded
     now = _flat(json.loads(json.dumps(config.to_dict(), default=str)))
-    before = {"learning_rate_decay": "constant", **_flat(previous)}  # runs from before the field: constant
+    # Runs from before these fields: a constant step, no weight average.
+    before = {"learning_rate_decay": "constant", "ema_decay": 0.0, **_flat(previous)}
     differ = [key for key in sorted(set(now) | set(before))
               if key not in RESUMABLE_FIELDS and now.get(key, "(absent)") != before.get(key, "(absent)")]
     if differ:
@@ -718,7 +725,7 @@ def _run_locked(config, name, model_class, model_dir, export_base, chief=True):
         _write_model_json(model_dir, config, model)
     train_config = training.TrainConfig(
         epochs=config.epochs, learning_rate=config.learning_rate,
-        learning_rate_decay=config.learning_rate_decay, jit_compile=config.jit_compile,
+        learning_rate_decay=config.learning_rate_decay, ema_decay=config.ema_decay, jit_compile=config.jit_compile,
         checkpoint_every=config.checkpoint_every, steps_per_call=config.steps_per_call,
         keep_best=config.keep_best, verbose=config.verbose, time_limit_minutes=config.time_limit_minutes,
         keep_checkpoints=config.keep_checkpoints,

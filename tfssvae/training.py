@@ -211,7 +211,11 @@ class TrainConfig:
     the lowest validation error (the later one on a tie), when validation data are given,
     and restores them at the end.  ``time_limit_minutes`` (None: none) stops training after
     the first call that ends past it, with a checkpoint.  ``keep_checkpoints`` newest
-    checkpoints are kept (0: all, e.g. for a learning curve).
+    checkpoints are kept (0: all, e.g. for a learning curve).  ``ema_decay`` (0: off) keeps
+    an exponential moving average of the trainable weights (``WeightAverage``), updated
+    after every step; validation, the best checkpoint and the weights the run ends with
+    (hence the export) use the average, and the checkpoints keep both, so a resumed run
+    continues the same average.
     """
 
     epochs: int = 10
@@ -225,6 +229,7 @@ class TrainConfig:
     verbose: int = 1
     time_limit_minutes: float = None
     keep_checkpoints: int = 2
+    ema_decay: float = 0.0
 
     def __post_init__(self):
         for name in ("epochs", "checkpoint_every", "log_every", "steps_per_call"):
@@ -242,6 +247,40 @@ class TrainConfig:
         if isinstance(self.keep_checkpoints, bool) or int(self.keep_checkpoints) != self.keep_checkpoints \
                 or self.keep_checkpoints < 0:
             raise ValueError(f"keep_checkpoints: expected an integer >= 0, received {self.keep_checkpoints!r}")
+        if isinstance(self.ema_decay, bool) or not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay: expected a number in [0, 1) (0: no weight average), "
+                             f"received {self.ema_decay!r}")
+
+
+class WeightAverage:
+    """An exponential moving average of ``variables`` (a list of ``tf.Variable``).
+
+    ``update()`` (inside a ``tf.function`` or eagerly) moves each average towards its
+    variable by ``1 - d``, where the decay ``d = min(decay, (1 + n) / (10 + n))`` after ``n``
+    updates, as ``tf.train.ExponentialMovingAverage`` does with ``num_updates``: early on
+    the average follows the weights instead of remembering their random initial values.
+    ``swap()`` exchanges the weights and their averages in place (twice restores them).
+    """
+
+    def __init__(self, variables, decay):
+        self.variables = list(variables)
+        self.decay = float(decay)
+        # tf.convert_to_tensor reads Keras 3 and TF variables alike.
+        self.averages = [tf.Variable(tf.convert_to_tensor(v), trainable=False) for v in self.variables]
+        self.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="average_updates")
+
+    def update(self):
+        n = tf.cast(self.updates, tf.float32)
+        decay = tf.minimum(self.decay, (1.0 + n) / (10.0 + n))
+        for average, variable in zip(self.averages, self.variables):
+            average.assign_sub((1.0 - tf.cast(decay, average.dtype)) * (average - variable))
+        self.updates.assign_add(1)
+
+    def swap(self):
+        for average, variable in zip(self.averages, self.variables):
+            weights = tf.identity(tf.convert_to_tensor(variable))
+            variable.assign(average)
+            average.assign(weights)
 
 
 def learning_rate_schedule(config, steps_per_epoch):
@@ -286,8 +325,11 @@ def _replica_step(model, jit_compile=False):
     return step
 
 
-def _multi_step(model, jit_compile, strategy=None):
+def _multi_step(model, jit_compile, strategy=None, after_step=None):
     """A ``tf.function`` running ``num_steps`` training steps over an iterator; returns the last logs.
+
+    ``after_step`` (None: nothing) runs after every step, in the same graph (the weight
+    average's update).
 
     With ``jit_compile`` the step itself is XLA-compiled; the loop around it, which reads
     the iterator, stays an ordinary graph (XLA cannot compile iterator ops).  Under a
@@ -306,10 +348,16 @@ def _multi_step(model, jit_compile, strategy=None):
             strategy.run(replica_step, args=(batch,))
             return {tracker.name: tracker.result() for tracker in model.metrics}
 
+    def step(batch):
+        logs = train_step(batch)
+        if after_step is not None:
+            after_step()
+        return logs
+
     def steps(iterator, num_steps):
-        logs = train_step(next(iterator))
+        logs = step(next(iterator))
         for _ in tf.range(num_steps - 1):
-            logs = train_step(next(iterator))
+            logs = step(next(iterator))
         return logs
 
     return tf.function(steps, reduce_retracing=True)
@@ -384,8 +432,11 @@ def train(model, batches, model_dir, config, validation=None):
     # resumed run keeps comparing against the same best.
     best_error = tf.Variable(np.inf, dtype=tf.float64, trainable=False, name="best_validation_error")
     best_epoch = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_epoch")
+    # The average is made after the model's variables exist, under the same strategy scope.
+    average = WeightAverage(model.trainable_variables, config.ema_decay) if config.ema_decay else None
+    averaged = {"averages": average.averages, "average_updates": average.updates} if average else {}
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, step=step,
-                                     best_error=best_error, best_epoch=best_epoch)
+                                     best_error=best_error, best_epoch=best_epoch, **averaged)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(model_dir, "checkpoints"),
                                          max_to_keep=config.keep_checkpoints or None)
     best = tf.train.Checkpoint(model=model)
@@ -412,7 +463,9 @@ def train(model, batches, model_dir, config, validation=None):
         # validation data); the chief's when this call trained nothing.
         latest_best = best_save_manager.latest_checkpoint or best_manager.latest_checkpoint
         if keep_best and latest_best:
-            best.restore(latest_best).assert_existing_objects_matched()
+            best.restore(latest_best).assert_existing_objects_matched()  # the best average, if averaging
+        elif average:
+            average.swap()  # the run ends with the averaged weights
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
 
@@ -423,7 +476,7 @@ def train(model, batches, model_dir, config, validation=None):
         with open(summary_path) as f:
             return json.load(f)
 
-    train_fn = _multi_step(model, config.jit_compile, strategy)
+    train_fn = _multi_step(model, config.jit_compile, strategy, average.update if average else None)
     if chief:
         writer = tf.summary.create_file_writer(os.path.join(model_dir, "tensorboard", "train"))
         validation_writer = tf.summary.create_file_writer(os.path.join(model_dir, "tensorboard", "validation"))
@@ -493,6 +546,8 @@ def train(model, batches, model_dir, config, validation=None):
             break
         skip = 0
         if validation is not None and len(validation[0]):
+            if average:
+                average.swap()  # validate (and keep as best) the average; swapped back below
             validation_error = metrics.classification_error(model, *validation)
             with validation_writer.as_default(step=int(step.numpy())):
                 tf.summary.scalar("error", validation_error)
@@ -506,6 +561,8 @@ def train(model, batches, model_dir, config, validation=None):
             if config.verbose:
                 so_far = f" (best {100 * best_error.numpy():.2f} % at epoch {int(best_epoch.numpy()) + 1})"
                 print(f"  validation error: {100 * validation_error:.2f} %{so_far if keep_best else ''}")
+            if average:
+                average.swap()
         save_manager.save(checkpoint_number=int(step.numpy()))
     writer.flush()
     validation_writer.flush()

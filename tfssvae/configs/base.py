@@ -75,6 +75,9 @@ def run_config(model, **fields):
     config.labelled_batch_size = -1  # -1: half the batch, at most num_labels
     config.learning_rate = OFFICIAL_LEARNING_RATE  # Adam
     config.learning_rate_decay = "constant"  # or "cosine": down to 0 over the epochs
+    # Decay of an exponential moving average of the weights, which validation, the best
+    # checkpoint and the export use (0: none; e.g. 0.999 averages over about 1,000 steps).
+    config.ema_decay = 0.0
     config.seed = 0  # label split, batch order, initialisation
     config.precision = "float32"  # or "bfloat16" (Keras mixed_bfloat16: float32 variables)
     config.jit_compile = False  # XLA-compile the training step
