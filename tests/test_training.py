@@ -208,6 +208,33 @@ def test_cosine_decay_runs_adam_from_the_learning_rate_down_to_zero_over_the_epo
     np.testing.assert_allclose(float(model.optimizer.learning_rate), 0.0, atol=1e-9)
 
 
+def test_staircase_decay_multiplies_the_step_by_the_factor_every_interval(tmp_path):
+    images, labels, labelled = tiny_problem()
+    batches = batches_of(images, labels, labelled)
+    config = training.TrainConfig(**{**CONFIG.__dict__, "learning_rate_decay": "staircase", "verbose": 0,
+                                     "learning_rate_decay_every": 4, "learning_rate_decay_factor": 0.5})
+    model = tiny_model()
+    training.train(model, batches, str(tmp_path), config)
+    schedule = training.learning_rate_schedule(config, batches.steps_per_epoch)
+    # Flat within an interval, halved at each multiple of 4 (relative tolerance as above).
+    for step, expected in ((0, 1e-3), (3, 1e-3), (4, 5e-4), (7, 5e-4), (8, 2.5e-4)):
+        np.testing.assert_allclose(float(schedule(step)), expected, rtol=1e-5)
+    total = config.epochs * batches.steps_per_epoch
+    np.testing.assert_allclose(float(model.optimizer.learning_rate), 1e-3 * 0.5 ** (total // 4), rtol=1e-5)
+
+
+@pytest.mark.parametrize("every, factor, match", [
+    (None, 0.3, "learning_rate_decay_every: the staircase needs a positive number of steps"),
+    (0, 0.3, "learning_rate_decay_every: the staircase needs a positive number of steps"),
+    (100, 1.5, r"learning_rate_decay_factor: the staircase needs a factor in \(0, 1\]"),
+    (100, None, r"learning_rate_decay_factor: the staircase needs a factor in \(0, 1\]"),
+])
+def test_a_staircase_without_its_interval_or_factor_is_refused(every, factor, match):
+    with pytest.raises(ValueError, match=match):
+        training.TrainConfig(learning_rate_decay="staircase", learning_rate_decay_every=every,
+                             learning_rate_decay_factor=factor)
+
+
 def test_an_unknown_learning_rate_decay_is_refused():
     with pytest.raises(ValueError, match="learning_rate_decay: expected one of"):
         training.TrainConfig(learning_rate_decay="linear")

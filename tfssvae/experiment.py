@@ -41,6 +41,13 @@ def _integer(minimum):
     return check
 
 
+def _optional_integer(minimum):
+    def check(value):
+        if value is not None and _integer(minimum)(value):
+            return f"expected an integer >= {minimum} or None"
+    return check
+
+
 def _positive_number(value):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
         return "expected a positive number"
@@ -116,6 +123,8 @@ SHARED_FIELDS = {
     "labelled_batch_size": _integer(-1),
     "learning_rate": _positive_number,
     "learning_rate_decay": _one_of(training.LEARNING_RATE_DECAYS),
+    "learning_rate_decay_every": _optional_integer(1),
+    "learning_rate_decay_factor": _optional_positive_number,
     "ema_decay": _decay,
     "seed": _integer(0),
     "precision": _one_of(training.PRECISIONS),
@@ -234,6 +243,10 @@ def validate(config):
         problem = check(value)
         if problem:
             raise ValueError(f"{key}: {problem}, received {value!r}")
+    # The step-size schedule's fields depend on one another: the loop's own checks, before anything is written.
+    training.TrainConfig(learning_rate_decay=config.learning_rate_decay,
+                         learning_rate_decay_every=config.learning_rate_decay_every,
+                         learning_rate_decay_factor=config.learning_rate_decay_factor)
     if config.labelled_batch_size == 0 and model_class.has_classifier and model_class is not models.MultiDigitModel:
         raise ValueError(f"labelled_batch_size: 0 would leave the {config.num_labels} labels unused by the "
                          f"semi-supervised {name}; expected a positive number, or -1 (half the batch, at most "
@@ -595,7 +608,8 @@ def check_same_settings(model_dir, config):
         return  # written before run configs were recorded
     now = _flat(json.loads(json.dumps(config.to_dict(), default=str)))
     # Runs from before these fields: a constant step, no weight average.
-    before = {"learning_rate_decay": "constant", "ema_decay": 0.0, **_flat(previous)}
+    before = {"learning_rate_decay": "constant", "learning_rate_decay_every": None,
+              "learning_rate_decay_factor": None, "ema_decay": 0.0, **_flat(previous)}
     differ = [key for key in sorted(set(now) | set(before))
               if key not in RESUMABLE_FIELDS and now.get(key, "(absent)") != before.get(key, "(absent)")]
     if differ:
@@ -725,7 +739,9 @@ def _run_locked(config, name, model_class, model_dir, export_base, chief=True):
         _write_model_json(model_dir, config, model)
     train_config = training.TrainConfig(
         epochs=config.epochs, learning_rate=config.learning_rate,
-        learning_rate_decay=config.learning_rate_decay, ema_decay=config.ema_decay, jit_compile=config.jit_compile,
+        learning_rate_decay=config.learning_rate_decay, learning_rate_decay_every=config.learning_rate_decay_every,
+        learning_rate_decay_factor=config.learning_rate_decay_factor, ema_decay=config.ema_decay,
+        jit_compile=config.jit_compile,
         checkpoint_every=config.checkpoint_every, steps_per_call=config.steps_per_call,
         keep_best=config.keep_best, verbose=config.verbose, time_limit_minutes=config.time_limit_minutes,
         keep_checkpoints=config.keep_checkpoints,

@@ -195,7 +195,7 @@ def _distributed_epoch(strategy, batches, epoch, skip):
 
 
 #: How the step size moves over a run (``TrainConfig.learning_rate_decay``).
-LEARNING_RATE_DECAYS = ("constant", "cosine")
+LEARNING_RATE_DECAYS = ("constant", "cosine", "staircase")
 
 
 @dataclasses.dataclass
@@ -207,7 +207,9 @@ class TrainConfig:
     checks for divergence once a call.  ``learning_rate_decay`` is ``"constant"`` (Adam at
     ``learning_rate`` throughout) or ``"cosine"`` (from ``learning_rate`` down to 0 along a
     half cosine over the ``epochs`` of the run; a resumed run with more epochs stretches the
-    curve from the step it resumes at).  ``keep_best`` keeps the weights of the epoch with
+    curve from the step it resumes at) or ``"staircase"`` (multiplied by
+    ``learning_rate_decay_factor`` every ``learning_rate_decay_every`` steps, as the official
+    CascadeVAE code's Adam is).  ``keep_best`` keeps the weights of the epoch with
     the lowest validation error (the later one on a tie), when validation data are given,
     and restores them at the end.  ``time_limit_minutes`` (None: none) stops training after
     the first call that ends past it, with a checkpoint.  ``keep_checkpoints`` newest
@@ -221,6 +223,8 @@ class TrainConfig:
     epochs: int = 10
     learning_rate: float = 3e-4
     learning_rate_decay: str = "constant"
+    learning_rate_decay_every: int = None
+    learning_rate_decay_factor: float = None
     jit_compile: bool = False
     checkpoint_every: int = 1000
     log_every: int = 50
@@ -241,6 +245,14 @@ class TrainConfig:
         if self.learning_rate_decay not in LEARNING_RATE_DECAYS:
             raise ValueError(f"learning_rate_decay: expected one of {LEARNING_RATE_DECAYS}, "
                              f"received {self.learning_rate_decay!r}")
+        if self.learning_rate_decay == "staircase":
+            every, factor = self.learning_rate_decay_every, self.learning_rate_decay_factor
+            if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+                raise ValueError(f"learning_rate_decay_every: the staircase needs a positive number of steps, "
+                                 f"received {every!r}")
+            if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 < factor <= 1:
+                raise ValueError(f"learning_rate_decay_factor: the staircase needs a factor in (0, 1], "
+                                 f"received {factor!r}")
         if self.time_limit_minutes is not None and not self.time_limit_minutes > 0:
             raise ValueError(f"time_limit_minutes: expected a positive number of minutes or None, "
                              f"received {self.time_limit_minutes}")
@@ -288,6 +300,10 @@ def learning_rate_schedule(config, steps_per_epoch):
     optimizer's step count (so a resumed run continues the curve where it stopped)."""
     if config.learning_rate_decay == "constant":
         return config.learning_rate
+    if config.learning_rate_decay == "staircase":
+        return keras.optimizers.schedules.ExponentialDecay(
+            config.learning_rate, decay_steps=config.learning_rate_decay_every,
+            decay_rate=config.learning_rate_decay_factor, staircase=True)
     return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=config.epochs * steps_per_epoch)
 
 

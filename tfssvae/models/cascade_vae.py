@@ -32,7 +32,9 @@ except that the stage in which the assignment starts relieves no dimension (the 
 ``idx = min(train_idx, nconti)`` once ``train_idx >= ntime``): with the defaults the six
 dimensions are relieved at iterations 0, 20k, 40k, 60k, 100k and 120k, d is learned from
 80k.  ``assign_start=None`` never learns d (the paper's ablation without the discrete
-factor: the decoder always sees the zero code and ``encode`` gives d = 0).  Differences kept: the scale has a floor of 1e-4 (``DiagonalNormal``'s min_scale;
+factor: the decoder always sees the zero code and ``encode`` gives d = 0).  The step size
+is the run config's: ``configs/cascade_vae.py`` sets the official staircase (Adam 1e-4,
+times 0.3 every 50k iterations).  Differences kept: the scale has a floor of 1e-4 (``DiagonalNormal``'s min_scale;
 the official code adds 1e-8 inside the log of its KL instead), and the KL is the exact
 Gaussian KL, the same value.
 
