@@ -74,9 +74,11 @@ def run_config(model, **fields):
     config.batch_size = 100  # examples per batch, labelled ones included
     config.labelled_batch_size = -1  # -1: half the batch, at most num_labels
     config.learning_rate = OFFICIAL_LEARNING_RATE  # Adam
-    config.learning_rate_decay = "constant"  # or "cosine": down to 0 over the epochs; or "staircase":
-    config.learning_rate_decay_every = config_dict.placeholder(int)  # the staircase's steps between drops
-    config.learning_rate_decay_factor = config_dict.placeholder(float)  # and what each drop multiplies by
+    # "constant", "cosine" (down to 0 over the epochs) or "staircase" (times
+    # learning_rate_decay_factor every learning_rate_decay_every steps; None unless staircase).
+    config.learning_rate_decay = "constant"
+    config.learning_rate_decay_every = config_dict.placeholder(int)
+    config.learning_rate_decay_factor = config_dict.placeholder(float)
     # Decay of an exponential moving average of the weights, which validation, the best
     # checkpoint and the export use (0: none; e.g. 0.999 averages over about 1,000 steps).
     config.ema_decay = 0.0
