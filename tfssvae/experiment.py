@@ -243,10 +243,8 @@ def validate(config):
         problem = check(value)
         if problem:
             raise ValueError(f"{key}: {problem}, received {value!r}")
-    # The step-size schedule's fields depend on one another: the loop's own checks, before anything is written.
-    training.TrainConfig(learning_rate_decay=config.learning_rate_decay,
-                         learning_rate_decay_every=config.learning_rate_decay_every,
-                         learning_rate_decay_factor=config.learning_rate_decay_factor)
+    # The loop's own checks too (the step-size fields depend on one another), before anything is written.
+    loop_config(config)
     if config.labelled_batch_size == 0 and model_class.has_classifier and model_class is not models.MultiDigitModel:
         raise ValueError(f"labelled_batch_size: 0 would leave the {config.num_labels} labels unused by the "
                          f"semi-supervised {name}; expected a positive number, or -1 (half the batch, at most "
@@ -260,6 +258,19 @@ def validate(config):
     if model_class is models.MLVAE and config.group_size > config.batch_size:
         raise ValueError(f"group_size: a group of {config.group_size} examples is larger than a batch "
                          f"(batch_size={config.batch_size}); its members must fit in one batch to share a content")
+
+
+def loop_config(config):
+    """The ``training.TrainConfig`` of a run config (its loop fields; raises its ValueErrors)."""
+    return training.TrainConfig(
+        epochs=config.epochs, learning_rate=config.learning_rate,
+        learning_rate_decay=config.learning_rate_decay, learning_rate_decay_every=config.learning_rate_decay_every,
+        learning_rate_decay_factor=config.learning_rate_decay_factor, ema_decay=config.ema_decay,
+        jit_compile=config.jit_compile,
+        checkpoint_every=config.checkpoint_every, steps_per_call=config.steps_per_call,
+        keep_best=config.keep_best, verbose=config.verbose, time_limit_minutes=config.time_limit_minutes,
+        keep_checkpoints=config.keep_checkpoints,
+    )
 
 
 def _check_multi_digit_run(config):
@@ -737,16 +748,7 @@ def _run_locked(config, name, model_class, model_dir, export_base, chief=True):
             data_lib.training_rows(source.train_labels, config.held_out_classes, source.num_classes)
     if chief:
         _write_model_json(model_dir, config, model)
-    train_config = training.TrainConfig(
-        epochs=config.epochs, learning_rate=config.learning_rate,
-        learning_rate_decay=config.learning_rate_decay, learning_rate_decay_every=config.learning_rate_decay_every,
-        learning_rate_decay_factor=config.learning_rate_decay_factor, ema_decay=config.ema_decay,
-        jit_compile=config.jit_compile,
-        checkpoint_every=config.checkpoint_every, steps_per_call=config.steps_per_call,
-        keep_best=config.keep_best, verbose=config.verbose, time_limit_minutes=config.time_limit_minutes,
-        keep_checkpoints=config.keep_checkpoints,
-    )
-    summary, measured = train(config, model, source, model_dir, train_config)
+    summary, measured = train(config, model, source, model_dir, loop_config(config))
     results = {
         "model": name,
         "dataset": config.dataset,
