@@ -25,6 +25,10 @@ flags.DEFINE_string("variant", None, "Variant of the multi_digit config (e.g. 't
 flags.DEFINE_integer("epochs", None, f"Most epochs (default {count_baseline.DEFAULTS['epochs']}).")
 flags.DEFINE_integer("patience", None, f"Epochs without a better validation accuracy before stopping "
                      f"(default {count_baseline.DEFAULTS['patience']}).")
+flags.DEFINE_list("filters", None, f"Filters of the 3x3 stride-2 convs (default "
+                  f"{','.join(map(str, count_baseline.DEFAULTS['filters']))}); 'none': no conv, an MLP.")
+flags.DEFINE_integer("dense_units", None, f"Width of the hidden dense layer (default "
+                     f"{count_baseline.DEFAULTS['dense_units']}).")
 flags.DEFINE_string("results", None, "Optional JSON-lines file the result is appended to.")
 FLAGS = flags.FLAGS
 
@@ -33,8 +37,15 @@ def main(argv):
     del argv
     name = "multi_digit" + (f":{FLAGS.variant}" if FLAGS.variant else "")
     config = configs.get(name, {"count_supervision": FLAGS.count_supervision, "seed": FLAGS.seed})
-    settings = {key: value for key, value in (("epochs", FLAGS.epochs), ("patience", FLAGS.patience))
-                if value is not None}
+    settings = {key: value for key, value in (("epochs", FLAGS.epochs), ("patience", FLAGS.patience),
+                                              ("dense_units", FLAGS.dense_units)) if value is not None}
+    if FLAGS.filters is not None:
+        try:
+            settings["filters"] = () if FLAGS.filters == ["none"] else tuple(int(f) for f in FLAGS.filters)
+        except ValueError:
+            print(f"multi_digit_baseline: error: --filters: expected integers or 'none', received "
+                  f"{','.join(FLAGS.filters)}", file=sys.stderr)
+            sys.exit(2)
     try:
         results = count_baseline.run(config, **settings)
     except ValueError as error:

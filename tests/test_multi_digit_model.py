@@ -13,7 +13,7 @@ import tensorflow as tf
 from scipy.optimize import linear_sum_assignment
 from scipy.special import expit, log_expit
 
-from tfssvae import configs, experiment, fused, spatial
+from tfssvae import configs, experiment, export, fused, spatial
 from tfssvae.data import load_source
 from tfssvae.data import multi_digit as multi_digit_data
 from tfssvae.models import MultiDigitModel
@@ -187,6 +187,11 @@ def test_config_overrides_reach_the_model_and_the_run(tiny_run):
     # The tiny variant's K = 2 and 24x24 canvases: three count classes, the canvas shape.
     assert written["config"]["max_digits"] == 2 and written["config"]["num_classes"] == 3
     assert written["config"]["input_shape"] == [24, 24, 1] and written["config"]["glimpse_size"] == 8
+    # The tiny variant reads the canvas with two convs (4 and 8 filters): the restored model has them.
+    assert written["config"]["canvas_filters"] == [4, 8]
+    _, restored = export.restore_run(config.model_dir)
+    convs = [layer for layer in restored.canvas_encoder.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [layer.filters for layer in convs] == [4, 8] and [layer.strides for layer in convs] == [(2, 2)] * 2
     assert results["labelled_canvases"] == 16 and results["training_canvases"] == 64  # 0.25 of 64
     for split in ("validation", "test"):
         assert 0.0 <= results[f"{split}_count_accuracy"] <= 1.0
@@ -260,6 +265,8 @@ def test_bad_inputs_are_value_errors():
         toy_model(max_digits=2).__class__((12, 12, 1), 4, max_digits=2)
     with pytest.raises(ValueError, match="glimpse_size: expected at most the canvas side 12"):
         toy_model(glimpse_size=13)
+    with pytest.raises(ValueError, match=r"canvas_filters: expected positive integers, received \(8, 0\)"):
+        toy_model(canvas_filters=(8, 0))
     with pytest.raises(ValueError, match="presence_prior: expected a probability in"):
         toy_model(presence_prior=1.0)
     with pytest.raises(ValueError, match=r"where_prior_side: expected a glimpse side in \(0.1, 1\) canvas widths, "

@@ -36,7 +36,8 @@ def build_counter(canvas_shape, max_digits, filters=DEFAULTS["filters"], dense_u
     Args:
       canvas_shape: ``(H, W, C)``.
       max_digits: K >= 1; the classes are the counts 0..K.
-      filters: filters of each 3x3 stride-2 convolution, in order.
+      filters: filters of each 3x3 stride-2 convolution, in order; ``()`` gives an MLP
+        (flatten, the dense layer, the logits), the reader the multi-digit model had first.
       dense_units: width of the hidden dense layer.
 
     Returns:
@@ -48,9 +49,9 @@ def build_counter(canvas_shape, max_digits, filters=DEFAULTS["filters"], dense_u
         raise ValueError(f"canvas_shape: expected (height, width, channels) of positive integers, received "
                          f"{canvas_shape!r}")
     max_digits = check_int(max_digits, "max_digits", 1)
-    if (not isinstance(filters, (tuple, list)) or not filters
+    if (not isinstance(filters, (tuple, list))
             or any(isinstance(f, bool) or not isinstance(f, (int, np.integer)) or f < 1 for f in filters)):
-        raise ValueError(f"filters: expected a non-empty sequence of positive integers, received {filters!r}")
+        raise ValueError(f"filters: expected a sequence of positive integers, received {filters!r}")
     dense_units = check_int(dense_units, "dense_units", 1)
     layers = [keras.Input(canvas_shape)]
     layers += [keras.layers.Conv2D(int(f), 3, strides=2, padding="same", activation="relu") for f in filters]
