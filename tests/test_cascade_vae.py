@@ -305,6 +305,10 @@ def test_cascade_runs_end_to_end(tmp_path):
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     report = json.loads(evaluated.stdout[evaluated.stdout.index("{"):])
     assert report["model"] == "cascade_vae" and 0.0 <= report["shape_accuracy"] <= 1.0
+    # d against the shapes: one row per value of d, one column per shape, every sample counted once.
+    table = np.array(report["d_by_shape"])
+    assert table.shape == (3, 3) and table.sum() == 64
+    assert set(report["d_information"]) == {"shape", "scale", "orientation", "x", "y"}
 
     curve = subprocess.run(
         [sys.executable, "-m", "binaries.evaluate", f"--model_dir={tmp_path / 'm'}", "--dataset=sprites",

@@ -48,3 +48,33 @@ def test_matching_probe_and_prototype_bad_input():
         metrics.best_matching_accuracy([], [])
     with pytest.raises(ValueError, match="predicted: expected a rank-1 array"):
         metrics.best_matching_accuracy(np.zeros((2, 2)), [0, 1])
+
+
+def test_code_information_against_the_formula_and_its_extremes():
+    rng = np.random.default_rng(0)
+    n = 4000
+    shape = rng.integers(0, 3, n)
+    orientation = rng.integers(0, 4, n)
+    constant = np.zeros(n, int)
+    factors = np.stack([shape, orientation, constant], axis=1)
+    # A relabelled copy of the shape carries all of it; of the orientation, only what the
+    # sample's chance dependence gives.
+    carried = metrics.code_information(np.array([7, 2, 5])[shape], factors)
+    assert carried[0] == pytest.approx(1.0, abs=1e-12)  # exact up to float rounding
+    # The plug-in bias of an independent pair: (3 - 1)(4 - 1) / (2 n) nats over H = log 4.
+    assert 0.0 <= carried[1] < 5 * 6 / (2 * n) / np.log(4)
+    assert np.isnan(carried[2])
+    # A code that is the shape for half the examples and noise for the rest: the formula
+    # written out with the empirical joint distribution.
+    code = np.where(rng.random(n) < 0.5, shape, rng.integers(0, 3, n))
+    joint = np.zeros((3, 3))
+    np.add.at(joint, (code, shape), 1.0)
+    joint /= n
+    outer = joint.sum(1, keepdims=True) * joint.sum(0, keepdims=True)
+    information = np.sum(joint * np.log(joint / outer))
+    entropy = -np.sum(joint.sum(0) * np.log(joint.sum(0)))
+    assert metrics.code_information(code, factors[:, :1])[0] == pytest.approx(information / entropy, rel=1e-9)
+    with pytest.raises(ValueError, match="factors: expected 3 rows"):
+        metrics.code_information([0, 1, 2], np.zeros((2, 1), int))
+    with pytest.raises(ValueError, match="factors: expected integer values"):
+        metrics.code_information([0, 1], np.zeros((2, 1)))

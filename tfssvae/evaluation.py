@@ -133,7 +133,9 @@ def cascade_report(model, seed=0, num_samples=10000, factor_vae_votes=(10000, 50
 
     The representation is the posterior mean of z next to the one-hot code d (the paper's
     model has both); MIG treats d as one more (discrete) latent; the shape accuracy is d
-    against the shape factor under the best one-to-one matching.  ``factor_vae_votes``
+    against the shape factor under the best one-to-one matching, ``d_information`` what d
+    carries of each factor (``metrics.code_information``) and ``d_by_shape`` the counts of
+    d's values against the shapes.  ``factor_vae_votes``
     is (training votes, evaluation votes): disentanglement_lib's 10,000 and 5,000 by default.
 
     Every image is rendered and encoded once, ``batch_size`` at a time: the
@@ -169,4 +171,10 @@ def cascade_report(model, seed=0, num_samples=10000, factor_vae_votes=(10000, 50
         "factor_vae_active_dims": score["num_active_dims"],
         "mig": metrics.mutual_information_gap(np.concatenate([mean, d[:, None]], axis=1), factors),
         "shape_accuracy": metrics.best_matching_accuracy(d, factors[:, 0]),
+        # What d carries of each factor, I(d; v) / H(v): where the shape accuracy is low,
+        # which factor d holds instead.
+        "d_information": dict(zip(sprites.FACTOR_NAMES, metrics.code_information(d, factors).tolist())),
+        # Rows: the values of d; columns: square, ellipse, heart.
+        "d_by_shape": [[int(np.sum((d == k) & (factors[:, 0] == s))) for s in range(len(sprites.SHAPE_NAMES))]
+                       for k in range(model.discrete_size)],
     }

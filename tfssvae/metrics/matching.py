@@ -31,3 +31,42 @@ def best_matching_accuracy(predicted, truth):
     np.add.at(confusion, (predicted_ids, truth_ids), 1)
     rows, columns = linear_sum_assignment(confusion, maximize=True)
     return float(confusion[rows, columns].sum() / len(predicted))
+
+
+def code_information(code, factors):
+    """What a discrete code carries of each factor: ``I(code; v_k) / H(v_k)`` per factor k.
+
+    The plug-in mutual information of the code's values and each factor's values, in
+    nats, over the factor's entropy (MIG's normalisation): 1 when the code determines the
+    factor, 0 when they are independent (the plug-in estimate of an independent pair is
+    biased up by about ``(|code| - 1)(|v_k| - 1) / (2 N)`` nats).  It tells what a code
+    captured when it is not the factor it was meant for (CascadeVAE's d against the
+    sprites' shape, orientation, ...).
+
+    Args:
+        code: ``[N]`` discrete values (any sortable values).
+        factors: int ``[N, F]`` ground-truth factor values.
+
+    Returns:
+        float64 ``[F]``, NaN for a constant factor (no entropy to normalise by).
+
+    Raises:
+        ValueError: on bad shapes, lengths that differ or non-integer factors.
+    """
+    from sklearn.metrics import mutual_info_score  # pylint: disable=import-outside-toplevel
+
+    code = check_labels(code, "code")
+    factors = np.asarray(factors)
+    if factors.ndim != 2 or factors.shape[1] == 0:
+        raise ValueError(f"factors: expected a rank-2 array [examples, factors] with at least one factor, "
+                         f"received shape {factors.shape}")
+    if factors.shape[0] != len(code):
+        raise ValueError(f"factors: expected {len(code)} rows (one per code value), received {factors.shape[0]}")
+    if factors.dtype == np.bool_ or not np.issubdtype(factors.dtype, np.integer):
+        raise ValueError(f"factors: expected integer values, received dtype {factors.dtype}")
+    out = np.full(factors.shape[1], np.nan)
+    for k in range(factors.shape[1]):
+        entropy = mutual_info_score(factors[:, k], factors[:, k])  # I(v; v) = H(v)
+        if entropy > 0:
+            out[k] = mutual_info_score(code, factors[:, k]) / entropy
+    return out
