@@ -8,7 +8,7 @@ fraction of the canvases.  ``K = max_digits`` steps, ``t = 0..K-1``::
     recognition  (an LSTM over the steps; step t reads the canvas and the residual
                   canvas - sum_{s<t} digit_s through a reader, plus z_where_{t-1} and
                   z_what_{t-1}; the reader is AIR's MLP or, with ``canvas_filters``, a
-                  small CNN: trained on labelled canvases alone, the CNN counts far better)
+                  small CNN)
                  q(present_t = 1 | present_{<t} = 1, x, z_{<t}) = sigmoid(a_t)
                  q(z_where_t | x, z_{<t})           Normal, from the LSTM state
                  q(z_what_t | glimpse_t)             Normal, from read_glimpse(x, where_t)
