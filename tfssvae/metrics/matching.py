@@ -1,7 +1,7 @@
 """Accuracy of a clustering (e.g. a discrete code) against labels under the best one-to-one matching."""
 import numpy as np
 
-from tfssvae.metrics.utils import check_labels
+from tfssvae.metrics.utils import check_factors, check_labels
 
 
 def best_matching_accuracy(predicted, truth):
@@ -56,14 +56,7 @@ def code_information(code, factors):
     from sklearn.metrics import mutual_info_score  # pylint: disable=import-outside-toplevel
 
     code = check_labels(code, "code")
-    factors = np.asarray(factors)
-    if factors.ndim != 2 or factors.shape[1] == 0:
-        raise ValueError(f"factors: expected a rank-2 array [examples, factors] with at least one factor, "
-                         f"received shape {factors.shape}")
-    if factors.shape[0] != len(code):
-        raise ValueError(f"factors: expected {len(code)} rows (one per code value), received {factors.shape[0]}")
-    if factors.dtype == np.bool_ or not np.issubdtype(factors.dtype, np.integer):
-        raise ValueError(f"factors: expected integer values, received dtype {factors.dtype}")
+    factors = check_factors(factors, len(code), "code value")
     out = np.full(factors.shape[1], np.nan)
     for k in range(factors.shape[1]):
         entropy = mutual_info_score(factors[:, k], factors[:, k])  # I(v; v) = H(v)

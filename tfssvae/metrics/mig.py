@@ -2,7 +2,7 @@
 import numpy as np
 
 from tfssvae.data.validation import check_int
-from tfssvae.metrics.utils import check_matrix
+from tfssvae.metrics.utils import check_factors, check_matrix
 
 
 def _discretise(latents, num_bins):
@@ -51,17 +51,7 @@ def mutual_information_gap(latents, factors, num_bins=20, return_per_factor=Fals
     from sklearn.metrics import mutual_info_score  # pylint: disable=import-outside-toplevel
 
     latents = check_matrix(latents, "latents")
-    factors = np.asarray(factors)
-    if factors.ndim != 2 or factors.shape[1] == 0:
-        raise ValueError(
-            f"factors: expected a rank-2 array [examples, factors] with at least one "
-            f"factor, received shape {factors.shape}")
-    if factors.shape[0] != latents.shape[0]:
-        raise ValueError(
-            f"factors: expected {latents.shape[0]} rows (one per row of latents), "
-            f"received {factors.shape[0]}")
-    if factors.dtype == np.bool_ or not np.issubdtype(factors.dtype, np.integer):
-        raise ValueError(f"factors: expected integer values, received dtype {factors.dtype}")
+    factors = check_factors(factors, latents.shape[0], "row of latents")
     num_bins = check_int(num_bins, "num_bins", 2)
 
     binned = _discretise(latents, num_bins)

@@ -1,4 +1,4 @@
-"""Input checks shared by the metrics: finite ``[examples, dims]`` matrices and label vectors.
+"""Input checks shared by the metrics: finite ``[examples, dims]`` matrices, label vectors and factors.
 
 scipy.optimize and scikit-learn are imported inside the metrics that use them: training
 imports this package for ``classification_error``, and importing scikit-learn would add
@@ -52,3 +52,20 @@ def check_labels(values, name, num_examples=None):
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         raise ValueError(f"{name}: expected finite labels, received NaN or inf")
     return array
+
+
+def check_factors(values, num_rows, rows_of):
+    """Checks ground-truth factors: an integer ``[num_rows, factors >= 1]`` array; returns it.
+
+    ``rows_of`` names what each row belongs to, for the error (e.g. "row of latents").
+    """
+    factors = np.asarray(values)
+    if factors.ndim != 2 or factors.shape[1] == 0:
+        raise ValueError(
+            f"factors: expected a rank-2 array [examples, factors] with at least one "
+            f"factor, received shape {factors.shape}")
+    if factors.shape[0] != num_rows:
+        raise ValueError(f"factors: expected {num_rows} rows (one per {rows_of}), received {factors.shape[0]}")
+    if factors.dtype == np.bool_ or not np.issubdtype(factors.dtype, np.integer):
+        raise ValueError(f"factors: expected integer values, received dtype {factors.dtype}")
+    return factors
