@@ -86,7 +86,8 @@ def test_the_benchmark_script_prints_and_appends_one_json_line(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     done = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "multi_digit_baseline.py"),
                            "--variant=tiny", "--count_supervision=0.5", "--seed=1", "--epochs=2",
-                           "--filters=none", "--dense_units=8", f"--results={results}"], capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
+                           "--filters=none", "--dense_units=8", f"--results={results}"],
+                          capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     line = json.loads(done.stdout.strip().splitlines()[-1])
     assert line["labelled_canvases"] == 32 and line["seed"] == 1 and line["count_supervision"] == 0.5  # 0.5 of 64

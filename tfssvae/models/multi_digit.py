@@ -156,9 +156,9 @@ class MultiDigitModel(GenerativeModel):
     loss_names = ("loss", "reconstruction", "classification", "mean_count")
 
     def __init__(self, input_shape, num_classes, max_digits=3, glimpse_size=20, what_dim=10, encoder_units=256,
-                 lstm_units=128, what_units=200, canvas_filters=(), alpha=10.0, presence_prior=0.5, learn_presence_prior=True,
-                 where_prior_scale=1.0, where_prior_side=0.55, where_prior_side_scale=1.0, num_samples=1,
-                 variant="weighted", **kwargs):
+                 lstm_units=128, what_units=200, canvas_filters=(), alpha=10.0, presence_prior=0.5,
+                 learn_presence_prior=True, where_prior_scale=1.0, where_prior_side=0.55, where_prior_side_scale=1.0,
+                 num_samples=1, variant="weighted", **kwargs):
         super().__init__(input_shape, num_classes, **kwargs)
         for name, value in (("max_digits", max_digits), ("glimpse_size", glimpse_size), ("what_dim", what_dim),
                             ("encoder_units", encoder_units), ("lstm_units", lstm_units),
