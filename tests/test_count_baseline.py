@@ -94,3 +94,13 @@ def test_the_benchmark_script_prints_and_appends_one_json_line(tmp_path):
     assert line["seconds"] > 0 and line["epochs_trained"] <= 2
     assert line["settings"]["filters"] == [] and line["settings"]["dense_units"] == 8  # an MLP of 8 units
     assert [json.loads(text) for text in results.read_text().splitlines()] == [line]
+
+
+def test_the_benchmark_script_refuses_filters_that_are_not_integers():
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "multi_digit_baseline.py"),
+                           "--variant=tiny", "--filters=8,wide"], capture_output=True, text=True, env=env,
+                          timeout=120, cwd=ROOT)
+    assert done.returncode == 2
+    assert "--filters: expected integers or 'none', received 8,wide" in done.stderr
+    assert "Traceback" not in done.stderr
