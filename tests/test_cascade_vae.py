@@ -136,6 +136,38 @@ def test_the_fast_step_equals_the_naive_k_fold_step():
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * scale, err_msg=variable.path)
 
 
+def test_d_from_labels_decodes_at_the_labels_after_assign_start_only():
+    # The diagnostic of issue 9: the reconstruction is -log p(x | z, e_y) with y the batch's
+    # shapes from assign_start on, and at the zero code before it (no assignment either way).
+    batch = sprite_batch(8)
+    x, y = batch["x"], batch["y"]
+    assert len(set(np.asarray(y).tolist())) > 1  # several shapes, so a wrong code would show
+    noise = np.random.default_rng(0).normal(size=(8, 6)).astype("float32")
+    for assign_start, codes in ((0, tf.one_hot(y, 3)), (10, tf.zeros([8, 3]))):
+        keras.utils.set_random_seed(1)
+        model = FixedNoise(sprites.IMAGE_SHAPE, 3, relieve_at=[0], assign_start=assign_start, d_from_labels=True,
+                           **SMALL)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3))
+        model.build_variables()
+        model.noise = noise
+        losses, _ = model.compute_losses({"x": x, "y": y}, training=True)
+        q = model.posterior_z(model.encoder(x, training=True))
+        expected = -model.likelihood(model.decode_logits(q.mean() + q.stddev() * noise, codes)).log_prob(x)
+        # The same ops on the same inputs, summed in the same order: equal to float32 rounding.
+        assert float(losses["reconstruction"]) == pytest.approx(float(tf.reduce_mean(expected)), rel=1e-6)
+        flow = FixedNoise(sprites.IMAGE_SHAPE, 3, relieve_at=[0], assign_start=assign_start, **SMALL)
+        flow.compile(optimizer=keras.optimizers.Adam(1e-3))
+        flow.build_variables()
+        flow.set_weights(model.get_weights())
+        flow.noise = noise
+        # Against the assignment's choice the labels' reconstruction is worse (d minimises it)
+        # after assign_start, and the same before it.
+        other = float(flow.compute_losses({"x": x, "y": y}, training=True)[0]["reconstruction"])
+        if assign_start == 0:
+            assert float(losses["reconstruction"]) > other + 1e-3
+        else:
+            assert float(losses["reconstruction"]) == pytest.approx(other, rel=1e-6)
+
 def test_bfloat16_steps_keep_float32_losses_and_close_unaries():
     float32 = small_model(assign_start=0)
     previous = keras.mixed_precision.global_policy()

@@ -55,7 +55,8 @@ def get_config(variant=None):
                    l2_weight=2e-5,  # L2 per squared kernel weight (slim's 4e-5 / 2)
                    # with several replicas (strategy), d by one assignment over the global
                    # batch; False: each replica's share on its own
-                   global_assignment=True),
+                   global_assignment=True,
+                   d_from_labels=False),  # d = the shape label: a diagnostic, not the method (RESULTS.md)
         dataset="sprites",
         batch_size=64,
         learning_rate=1e-4,

@@ -100,6 +100,10 @@ class CascadeVAE(GenerativeModel):
         by one assignment over the global batch (as on one device; ``_global_codes``);
         False: each replica assigns its own share (pairs sharing a value are then counted
         within a share only).  No effect on one device.
+      d_from_labels: from ``assign_start`` on, d is the batch's label ``y`` (the sprites'
+        shape) instead of the assignment's choice: not the method, a diagnostic of it
+        (what the same objective reaches when d is the shape; RESULTS.md, issue 9).  Test
+        time still takes the arg-min of the unaries.
     """
 
     loss_names = ("loss", "reconstruction", "kl_z", "weighted_kl", "l2_penalty", "relieved_dims")
@@ -110,7 +114,7 @@ class CascadeVAE(GenerativeModel):
     def __init__(self, input_shape, num_classes, latent_dim=6, discrete_size=3, beta_h=10.0, beta_l=0.1,
                  relieve_every=20000, relieve_at=None, assign_start=80000, pair_penalty=0.001, solver="fast",
                  filters=(32, 32, 64, 64), dense_units=256, decoder_filters=(64, 32, 32), l2_weight=2e-5,
-                 global_assignment=True, **kwargs):
+                 global_assignment=True, d_from_labels=False, **kwargs):
         super().__init__(input_shape, num_classes, **kwargs)
         if int(discrete_size) < 2:
             raise ValueError(f"discrete_size: expected at least 2 values, received {discrete_size}")
@@ -139,7 +143,7 @@ class CascadeVAE(GenerativeModel):
             pair_penalty=float(pair_penalty),
             solver=solver, filters=tuple(filters), dense_units=int(dense_units),
             decoder_filters=tuple(decoder_filters), l2_weight=float(l2_weight),
-            global_assignment=bool(global_assignment),
+            global_assignment=bool(global_assignment), d_from_labels=bool(d_from_labels),
         )
         self.latent_dim, self.discrete_size = int(latent_dim), int(discrete_size)
         l2 = keras.regularizers.L2(float(l2_weight)) if l2_weight > 0 else None
@@ -249,7 +253,10 @@ class CascadeVAE(GenerativeModel):
                 return tf.one_hot(self._solve(unaries), self.discrete_size)
 
             replica = tf.distribute.get_replica_context()
-            if self._config["global_assignment"] and replica is not None and replica.num_replicas_in_sync > 1:
+            if self._config["d_from_labels"]:
+                labels = one_hot_classes(batch["y"], self.discrete_size)
+                codes = tf.cond(started, lambda: labels, lambda: no_code)
+            elif self._config["global_assignment"] and replica is not None and replica.num_replicas_in_sync > 1:
                 codes = tf.stop_gradient(self._global_codes(x, z, started, replica))
             else:  # one device, or each replica's share assigned on its own
                 codes = tf.stop_gradient(tf.cond(started, assigned, lambda: no_code))
