@@ -322,7 +322,8 @@ def test_a_supervision_fraction_outside_0_1_is_refused(fraction):
 def test_bad_model_options_and_runs_are_value_errors():
     for options, match in [(dict(decoder="mesh"), "decoder: expected one of"), (dict(discrete="x"), "discrete"),
                            (dict(light_prior_scale=0.0), "light_prior_scale"), (dict(style_dim=0), "style_dim"),
-                           (dict(mean_shape="cube"), "mean_shape: expected one of")]:
+                           (dict(mean_shape="cube"), "mean_shape: expected one of"),
+                           (dict(identity_marginal_weight=-1.0), "identity_marginal_weight: expected a non-negative")]:
         with pytest.raises(ValueError, match=match):
             tiny_model(**options)
     with pytest.raises(ValueError, match="mean_shape: the dome needs square images, received 64x32"):
@@ -372,3 +373,34 @@ def test_the_supervised_warmup_trains_the_encoders_alone_then_everything():
     assert all(moved.values()), moved
     with pytest.raises(ValueError, match="supervised_warmup: expected a number of steps >= 0, received -1"):
         tiny_model(supervised_warmup=-1)
+
+
+def test_marginal_kl_is_the_batch_marginal_against_uniform():
+    logits = np.random.default_rng(0).normal(size=(5, 4)) * 3.0
+    probabilities = np.exp(logits - logsumexp(logits, axis=1, keepdims=True))
+    marginal = probabilities.mean(axis=0)
+    # float32 softmax and sums of 5 x 4 terms: ~1e-7 relative; 1e-5 leaves margin.
+    assert float(faces_model.marginal_kl(tf.constant(logits, tf.float32))) == pytest.approx(
+        float(np.sum(marginal * np.log(marginal * 4))), rel=1e-5)
+    # Confident rows spread over every class have a uniform marginal; all on one class, log K.
+    assert float(faces_model.marginal_kl(tf.constant(np.eye(4) * 50.0, tf.float32))) == pytest.approx(0.0, abs=1e-6)
+    assert float(faces_model.marginal_kl(tf.constant(np.tile([50.0, 0, 0, 0], (3, 1)), tf.float32))) == \
+        pytest.approx(math.log(4), rel=1e-5)
+
+
+def test_the_identity_marginal_weight_adds_its_term_to_the_loss():
+    batch = {"x": IMAGES, "identity": np.array([0, 1], np.int32), "identity_mask": np.array([True, False]),
+             "light": faces.DESIGN_LIGHTS[[0, 5]], "light_mask": np.array([False, True])}
+    plain, weighted = tiny_model(), tiny_model(identity_marginal_weight=7.0)
+    last = plain.identity_encoder.layers[-1]  # an untrained q is near uniform: sharpen its logits
+    last.kernel.assign(last.kernel * 300.0)
+    weighted.set_weights(plain.get_weights())
+    losses = []
+    for model in (plain, weighted):
+        tf.keras.utils.set_random_seed(3)  # the same draws in both evaluations
+        losses.append(float(model.compute_losses(batch, training=True)[0]["loss"]))
+    logits, _ = plain.recognise(tf.constant(IMAGES))
+    term = float(faces_model.marginal_kl(logits))
+    assert term > 0.05  # sharpened on two images, the term is far from zero, so a missing weight shows
+    # Losses of ~1e4 nats in float32: ~1e-3 absolute; the term adds 7 x term.
+    assert losses[1] - losses[0] == pytest.approx(7.0 * term, abs=1e-2)

@@ -188,6 +188,11 @@ class FacesModel(GenerativeModel):
         loss is the supervised term alone, ``-(1 + alpha) log q(identity, light | x)`` of
         the examples with an observed variable: the encoders learn the observed lights
         and identities before the decoder's gradient reaches them (0: none).
+      identity_marginal_weight: weight of KL(q_batch(identity) || uniform) added to the
+        loss, with q_batch the mean of q(identity | x) over the batch.  The bound holds this
+        term once, inside its per-example KL (Hoffman & Johnson's "ELBO surgery"), and it
+        is what asks for every identity to be used; with few labels q left half the
+        identities unused (RESULTS.md, issue 12).  0: the bound alone.
     """
 
     loss_names = ("loss", "reconstruction", "kl_style", "classification", "light_angle")
@@ -195,7 +200,7 @@ class FacesModel(GenerativeModel):
     def __init__(self, input_shape, num_classes, style_dim=4, decoder="intrinsic", filters=(16, 32, 32, 64),
                  dense_units=128, decoder_filters=(32, 32, 16), alpha=10.0, light_prior_scale=0.8,
                  discrete="relax", temperature=0.66, num_samples=1, variant="weighted", initial_pixel_scale=0.1,
-                 supervised_warmup=0, mean_shape="flat", **kwargs):
+                 supervised_warmup=0, mean_shape="flat", identity_marginal_weight=0.0, **kwargs):
         super().__init__(input_shape, num_classes, **kwargs)
         if decoder not in DECODERS:
             raise ValueError(f"decoder: expected one of {DECODERS}, received {decoder!r}")
@@ -211,6 +216,9 @@ class FacesModel(GenerativeModel):
             raise ValueError(f"num_samples: expected S >= 1, received {num_samples}")
         if not alpha >= 0:
             raise ValueError(f"alpha: expected a non-negative weight, received {alpha}")
+        if not identity_marginal_weight >= 0:
+            raise ValueError(f"identity_marginal_weight: expected a non-negative weight, received "
+                             f"{identity_marginal_weight}")
         if not light_prior_scale > 0:
             raise ValueError(f"light_prior_scale: expected a positive scale (radians), received {light_prior_scale}")
         if len(self.data_shape) != 3:
@@ -223,7 +231,8 @@ class FacesModel(GenerativeModel):
             decoder_filters=tuple(int(f) for f in decoder_filters), alpha=float(alpha),
             light_prior_scale=float(light_prior_scale), discrete=discrete, temperature=float(temperature),
             num_samples=int(num_samples), variant=variant, initial_pixel_scale=float(initial_pixel_scale),
-            supervised_warmup=int(supervised_warmup), mean_shape=mean_shape)
+            supervised_warmup=int(supervised_warmup), mean_shape=mean_shape,
+            identity_marginal_weight=float(identity_marginal_weight))
         self.style_dim, self.decoder = int(style_dim), decoder
         K, d = self.num_classes, self.style_dim
         conv = dict(filters=tuple(filters), dense_units=int(dense_units))
@@ -348,6 +357,8 @@ class FacesModel(GenerativeModel):
         kl_style = tfd.kl_divergence(style.distribution, tfd.Independent(
             tfd.Normal(tf.zeros_like(style.value), 1.0), 1))
         loss = -tf.reduce_mean(result["bound"])
+        if self._config["identity_marginal_weight"]:
+            loss += self._config["identity_marginal_weight"] * marginal_kl(logits)
         warmup = self._config["supervised_warmup"]
         if training and warmup and getattr(self, "optimizer", None) is not None:
             # classification is 0 where nothing is observed: the unsupervised examples drop out.
@@ -470,6 +481,15 @@ class FacesModel(GenerativeModel):
         return functions
 
 
+def marginal_kl(logits):
+    """KL(mean_i softmax(logits_i) || uniform) of ``logits`` [batch, K]: a scalar in [0, log K]."""
+    log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
+    rows = tf.cast(tf.shape(logits)[0], tf.float32)
+    log_marginal = tf.reduce_logsumexp(log_probs, axis=0) - tf.math.log(rows)  # [K]
+    size = tf.cast(tf.shape(logits)[-1], tf.float32)
+    return tf.reduce_sum(tf.exp(log_marginal) * (log_marginal + tf.math.log(size)))
+
+
 def heldout_errors(model, images, identities, lights, batch_size=500):
     """Identity error and lighting error of ``model`` on labelled images.
 
@@ -502,4 +522,4 @@ def heldout_errors(model, images, identities, lights, batch_size=500):
             "light_error_median_degrees": float(np.median(angles))}
 
 
-__all__ = ["FacesModel", "angles_to_light", "light_to_angles", "lambertian", "heldout_errors"]
+__all__ = ["FacesModel", "angles_to_light", "light_to_angles", "lambertian", "heldout_errors", "marginal_kl"]
