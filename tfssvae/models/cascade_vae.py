@@ -122,6 +122,8 @@ class CascadeVAE(GenerativeModel):
             raise ValueError(f"latent_dim: expected a positive integer, received {latent_dim}")
         if assign_start is not None and int(assign_start) < 0:
             raise ValueError(f"assign_start: expected an iteration >= 0, received {assign_start}")
+        if d_from_labels and assign_start is None:
+            raise ValueError("d_from_labels: d is never used when assign_start is None; give assign_start")
         if relieve_at is None:
             relieve_at = relieve_schedule(latent_dim, relieve_every, assign_start)
         relieve_at = [int(t) for t in relieve_at]
