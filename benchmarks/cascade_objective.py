@@ -38,7 +38,9 @@ def objective(model, images, shapes, noise, batch_size):
     """Per-image means (see the module docstring) of ``model`` on ``images`` [n, 64, 64, 1]."""
     import numpy as np
     import tensorflow as tf
-    from scipy.optimize import linear_sum_assignment
+
+    from tfssvae import metrics
+    from tfssvae.models.cascade_vae import standard_normal_kl
 
     unaries, kls = [], []
     for start in range(0, len(images), batch_size):
@@ -47,15 +49,14 @@ def objective(model, images, shapes, noise, batch_size):
         mean, scale = q.mean(), q.stddev()
         z = mean + scale * noise[start:start + batch_size]
         unaries.append(model.unaries(x, z).numpy())
-        kls.append(tf.reduce_sum(0.5 * (tf.square(mean) + tf.square(scale) - 1.0) - tf.math.log(scale), -1).numpy())
+        kls.append(tf.reduce_sum(standard_normal_kl(mean, scale), axis=-1).numpy())
     unaries, kl = np.concatenate(unaries), float(np.mean(np.concatenate(kls)))
     chosen = unaries.argmin(axis=1)
-    # d's value for each shape: the one-to-one matching of the shape accuracy (Hungarian, most agreement).
-    confusion = np.zeros((unaries.shape[1], shapes.max() + 1), np.int64)
-    np.add.at(confusion, (chosen, shapes), 1)
-    values, matched_shapes = linear_sum_assignment(confusion, maximize=True)
-    value_of_shape = np.zeros(shapes.max() + 1, np.int64)
-    value_of_shape[matched_shapes] = values
+    # d's value for each shape: the one-to-one matching of the shape accuracy; a shape left
+    # unmatched (d takes fewer values than there are shapes) gets a value d never takes.
+    matched = metrics.best_matching(chosen, shapes)
+    spare = iter(sorted(set(range(unaries.shape[1])) - set(matched.values())))
+    value_of_shape = np.array([matched[s] if s in matched else next(spare) for s in range(shapes.max() + 1)])
     beta_l = model.get_config()["beta_l"]
     reconstruction = {"model": float(np.mean(unaries.min(axis=1))),
                       "shape": float(np.mean(unaries[np.arange(len(shapes)), value_of_shape[shapes]]))}

@@ -73,6 +73,7 @@ def plain_step(encoder, decoder, optimizer, latent_dim):
     import tensorflow as tf
 
     from tfssvae import distributions
+    from tfssvae.models.cascade_vae import standard_normal_kl
 
     posterior = distributions.DiagonalNormal(latent_dim)
     likelihood = distributions.Bernoulli((64, 64, 1))
@@ -86,7 +87,7 @@ def plain_step(encoder, decoder, optimizer, latent_dim):
             mean, scale = q.mean(), q.stddev()
             z = mean + scale * tf.random.normal(tf.shape(mean))
             reconstruction = -likelihood(tf.cast(decoder(z), tf.float32)).log_prob(x)
-            kl = tf.reduce_sum(0.5 * (tf.square(mean) + tf.square(scale) - 1.0) - tf.math.log(scale), axis=1)
+            kl = tf.reduce_sum(standard_normal_kl(mean, scale), axis=1)
             loss = tf.reduce_mean(reconstruction + kl) + tf.add_n(encoder.losses + decoder.losses)
         optimizer.apply(tape.gradient(loss, variables), variables)
         return loss

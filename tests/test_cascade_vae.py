@@ -170,6 +170,7 @@ def test_d_from_labels_decodes_at_the_labels_after_assign_start_only():
     with pytest.raises(ValueError, match="d_from_labels: d is never used when assign_start is None"):
         small_model(assign_start=None, d_from_labels=True)
 
+
 def test_bfloat16_steps_keep_float32_losses_and_close_unaries():
     float32 = small_model(assign_start=0)
     previous = keras.mixed_precision.global_policy()

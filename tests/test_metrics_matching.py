@@ -41,6 +41,18 @@ def test_best_matching_of_a_relabelled_clustering_is_one():
     assert metrics.best_matching_accuracy(names[truth], truth) == 1.0
 
 
+def test_best_matching_is_the_mapping_that_scores_the_accuracy():
+    truth = np.random.default_rng(1).integers(0, 4, size=200)
+    relabel = np.array([7, 5, 9, 6])
+    noisy = np.where(np.arange(200) % 10 == 0, 5, relabel[truth])  # a tenth sent to one cluster
+    assert metrics.best_matching(noisy, truth) == {0: 7, 1: 5, 2: 9, 3: 6}
+    # With fewer clusters than labels, the labels left over are absent.
+    matched = metrics.best_matching(np.minimum(truth, 1), truth)
+    assert len(matched) == 2 and sorted(matched.values()) == [0, 1]
+    assert metrics.best_matching_accuracy(np.minimum(truth, 1), truth) == pytest.approx(
+        np.mean([matched.get(t) == min(t, 1) for t in truth]))
+
+
 def test_matching_probe_and_prototype_bad_input():
     with pytest.raises(ValueError, match="truth: expected 3 labels"):
         metrics.best_matching_accuracy([0, 1, 2], [0, 1])

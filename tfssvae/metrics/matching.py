@@ -4,6 +4,39 @@ import numpy as np
 from tfssvae.metrics.utils import check_factors, check_labels
 
 
+def _matching(predicted, truth):
+    """The checked inputs' confusion matrix and its Hungarian matching (most agreement):
+    ``(confusion, rows, columns, predicted_values, truth_values)``."""
+    from scipy.optimize import linear_sum_assignment  # pylint: disable=import-outside-toplevel
+
+    predicted = check_labels(predicted, "predicted")
+    truth = check_labels(truth, "truth", num_examples=len(predicted))
+    predicted_values, predicted_ids = np.unique(predicted, return_inverse=True)
+    truth_values, truth_ids = np.unique(truth, return_inverse=True)
+    confusion = np.zeros((len(predicted_values), len(truth_values)), dtype=np.int64)
+    np.add.at(confusion, (predicted_ids, truth_ids), 1)
+    rows, columns = linear_sum_assignment(confusion, maximize=True)
+    return confusion, rows, columns, predicted_values, truth_values
+
+
+def best_matching(predicted, truth):
+    """The best one-to-one matching of cluster ids to labels (the one ``best_matching_accuracy`` scores).
+
+    Args:
+        predicted: ``[N]`` cluster ids.
+        truth: ``[N]`` true labels.
+
+    Returns:
+        dict ``{label: cluster id}`` over the matched labels; where there are more labels
+        than cluster ids, the labels left unmatched are absent.
+
+    Raises:
+        ValueError: as ``best_matching_accuracy``.
+    """
+    _, rows, columns, predicted_values, truth_values = _matching(predicted, truth)
+    return {truth_values[c].item(): predicted_values[r].item() for r, c in zip(rows, columns)}
+
+
 def best_matching_accuracy(predicted, truth):
     """Accuracy of cluster ids against labels under the best one-to-one matching.
 
@@ -21,16 +54,8 @@ def best_matching_accuracy(predicted, truth):
     Raises:
         ValueError: if the arrays are not rank 1, empty or of different lengths.
     """
-    from scipy.optimize import linear_sum_assignment  # pylint: disable=import-outside-toplevel
-
-    predicted = check_labels(predicted, "predicted")
-    truth = check_labels(truth, "truth", num_examples=len(predicted))
-    predicted_values, predicted_ids = np.unique(predicted, return_inverse=True)
-    truth_values, truth_ids = np.unique(truth, return_inverse=True)
-    confusion = np.zeros((len(predicted_values), len(truth_values)), dtype=np.int64)
-    np.add.at(confusion, (predicted_ids, truth_ids), 1)
-    rows, columns = linear_sum_assignment(confusion, maximize=True)
-    return float(confusion[rows, columns].sum() / len(predicted))
+    confusion, rows, columns, _, _ = _matching(predicted, truth)
+    return float(confusion[rows, columns].sum() / confusion.sum())
 
 
 def code_information(code, factors):

@@ -74,6 +74,11 @@ def relieve_schedule(latent_dim, relieve_every, assign_start):
     return starts
 
 
+def standard_normal_kl(mean, scale):
+    """KL(N(mean, scale^2) || N(0, 1)) per dimension: the same shape as ``mean`` and ``scale``."""
+    return 0.5 * (tf.square(mean) + tf.square(scale) - 1.0) - tf.math.log(scale)
+
+
 class CascadeVAE(GenerativeModel):
     """The CascadeVAE on images (dSprites by default).
 
@@ -265,8 +270,7 @@ class CascadeVAE(GenerativeModel):
             reconstruction = -self.likelihood(self.decode_logits(z, codes)).log_prob(x)
         else:
             reconstruction = tf.reduce_min(self.unaries(x, z), axis=-1)
-        # Per-dimension KL of N(mean, scale) from N(0, 1).
-        kl_per_dim = 0.5 * (tf.square(mean) + tf.square(scale) - 1.0) - tf.math.log(scale)
+        kl_per_dim = standard_normal_kl(mean, scale)
         weighted_kl = tf.reduce_sum(kl_per_dim * weights, axis=-1)
         l2_penalty = tf.add_n([tf.cast(loss, tf.float32) for loss in self.losses]) if self.losses \
             else tf.constant(0.0)
