@@ -19,8 +19,9 @@ median examples/s over rounds is reported, with the ratio of each step to ``plai
 Then, unless ``--metrics=false``, ``evaluation.cascade_report`` on the float32 model (any
 weights time the same): FactorVAE with ``--factor_vae_votes``, MIG and shape accuracy on
 ``--eval_samples``.  Beside the rates: the conv and dense FLOPs of one training example
-of each step kind (forward, and twice that backward; the assignment step adds K decoder
-passes forward only) and the machine's measured matmul rate, so "examples/s at the
+of each step kind (forward, and twice that backward; the assignment step adds K - 1
+decoder passes forward only: its K unary passes include the chosen code's, whose backward
+pass replays it) and the machine's measured matmul rate, so "examples/s at the
 ceiling" = rate / FLOPs per example.  Prints a JSON summary (and writes it to ``--output``
 if given).
 """
@@ -134,10 +135,11 @@ def measure(precision, batches):
         medians = {name: statistics.median(r) for name, r in rates.items()}
         encoder_macs, decoder_macs = forward_macs(encoder), forward_macs(decoder)
         gradient_step = 3 * 2 * (encoder_macs + decoder_macs)  # forward, and twice that backward
-        # The unaries: K decoder passes, forward only, sharing z's product with the first dense kernel.
+        # The unaries: K decoder passes, forward only, sharing z's product with the first dense kernel;
+        # one of them is the gradient pass's forward (networks.replay), counted in gradient_step.
         first_dense = config.model.latent_dim * config.model.dense_units
         flops = {"plain_vae": gradient_step, "warm_up": gradient_step,
-                 "assignment": gradient_step + 2 * config.model.discrete_size * (decoder_macs - first_dense)}
+                 "assignment": gradient_step + 2 * (config.model.discrete_size - 1) * (decoder_macs - first_dense)}
         rate = matmul_gflops(tf.bfloat16 if precision == "bfloat16" else tf.float32)
         result = {
             "examples_per_second": medians,

@@ -92,20 +92,25 @@ class FixedNoise(models.CascadeVAE):
         return super().sample_noise(shape) if self.noise is None else tf.constant(self.noise)
 
 
-def naive_step(model, x, noise, kl_weights):
+def naive_step(model, x, noise, kl_weights, warm_up=False):
     """The step as the paper states it, K-fold and with gradient through all K decoder passes:
     z repeated K times through the plain dense over the concatenation [z, e_k], the unaries of
-    every value, d by the flow, the loss at the chosen values; loss and gradients."""
+    every value, d by the flow, the loss at the chosen values; loss and gradients.  ``warm_up``:
+    before d is learned, one decoder pass at the zero code (d is then None)."""
     K, batch = model.discrete_size, x.shape[0]
     with tf.GradientTape() as tape:
         q = model.posterior_z(model.encoder(x, training=True))
         z = q.mean() + q.stddev() * noise
-        inputs = tf.concat([tf.repeat(z, K, axis=0), tf.tile(tf.eye(K), [batch, 1])], axis=1)
+        codes = tf.zeros([batch, K]) if warm_up else tf.tile(tf.eye(K), [batch, 1])
+        inputs = tf.concat([z if warm_up else tf.repeat(z, K, axis=0), codes], axis=1)
         hidden = tf.nn.relu(inputs @ model.decoder_input.kernel + model.decoder_input.bias)
-        log_p = model.likelihood(model.decoder_body(hidden)).log_prob(tf.repeat(x, K, axis=0))
-        unaries = -tf.reshape(log_p, [batch, K])
-        d = assignment.assign(unaries.numpy(), model.get_config()["pair_penalty"])
-        reconstruction = tf.gather(unaries, d, batch_dims=1)
+        log_p = model.likelihood(model.decoder_body(hidden)).log_prob(x if warm_up else tf.repeat(x, K, axis=0))
+        if warm_up:
+            reconstruction, d = -log_p, None
+        else:
+            unaries = -tf.reshape(log_p, [batch, K])
+            d = assignment.assign(unaries.numpy(), model.get_config()["pair_penalty"])
+            reconstruction = tf.gather(unaries, d, batch_dims=1)
         kl = tfp.distributions.kl_divergence(tfp.distributions.Normal(q.mean(), q.stddev()),
                                              tfp.distributions.Normal(0.0, 1.0))
         kernels = [v for v in model.trainable_variables if v.name == "kernel"]
@@ -114,26 +119,51 @@ def naive_step(model, x, noise, kl_weights):
     return loss, tape.gradient(loss, model.trainable_variables), d
 
 
-def test_the_fast_step_equals_the_naive_k_fold_step():
+@pytest.mark.parametrize("warm_up", [False, True])
+def test_the_fast_step_equals_the_naive_k_fold_step(warm_up):
     keras.utils.set_random_seed(1)
     # A pair penalty large against the unaries' spread forces a balanced code, so several values are chosen.
-    model = FixedNoise(sprites.IMAGE_SHAPE, 3, relieve_at=[0, 0, 5], assign_start=0, pair_penalty=50.0, **SMALL)
+    model = FixedNoise(sprites.IMAGE_SHAPE, 3, relieve_at=[0, 0, 5], assign_start=100 if warm_up else 0,
+                       pair_penalty=50.0, **SMALL)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     model.build_variables()
     x = sprite_batch(8)["x"]
     model.noise = np.random.default_rng(0).normal(size=(8, 6)).astype("float32")
-    with tf.GradientTape() as tape:
-        losses, _ = model.compute_losses({"x": x}, training=True)
-    fast = tape.gradient(losses["loss"], model.trainable_variables)
-    loss, naive, d = naive_step(model, x, model.noise, tf.constant([0.1, 0.1, 10.0, 10.0, 10.0, 10.0]))
-    assert len(set(d.tolist())) > 1
-    # float32 with differently ordered sums (split vs concatenated kernel, broadcast vs repeated images):
-    # they agree to ~1e-6 relative (measured 1.3e-6 on the gradients); 1e-4 is margin across CPUs, while a wrong code, weight or missing
-    # term moves the loss by > 1e-2 relative and the gradients by order one.
-    assert float(losses["loss"]) == pytest.approx(float(loss), rel=1e-4)
-    for variable, got, want in zip(model.trainable_variables, fast, naive):
-        scale = float(tf.reduce_max(tf.abs(want)))
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * scale, err_msg=variable.path)
+
+    def fast_step():
+        with tf.GradientTape() as tape:
+            losses, _ = model.compute_losses({"x": x}, training=True)
+        return losses["loss"], tape.gradient(losses["loss"], model.trainable_variables)
+
+    loss, naive, d = naive_step(model, x, model.noise, tf.constant([0.1, 0.1, 10.0, 10.0, 10.0, 10.0]), warm_up)
+    assert warm_up or len(set(d.tolist())) > 1
+    # Eager, and as training runs it: inside tf.function, the decoder's pass at the chosen codes
+    # replayed from the unaries' stored pass (networks.replay) within a tf.cond.
+    for fast_loss, fast in (fast_step(), tf.function(fast_step)()):
+        # float32 with differently ordered sums (split vs concatenated kernel, broadcast vs repeated
+        # images): they agree to ~1e-6 relative (measured 1.3e-6 on the gradients); 1e-4 is margin across
+        # CPUs, while a wrong code, weight or missing term moves the loss by > 1e-2 relative and the
+        # gradients by order one.
+        assert float(fast_loss) == pytest.approx(float(loss), rel=1e-4)
+        for variable, got, want in zip(model.trainable_variables, fast, naive):
+            scale = float(tf.reduce_max(tf.abs(want)))
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * scale, err_msg=variable.path)
+
+
+def test_the_step_backpropagates_once_through_each_kernel():
+    # The gradient graph of a step that may assign d holds one kernel gradient per conv and
+    # transposed conv (4 + 4): none through the K unary passes, including the zeros a tape sends
+    # through a tf.cond whose outputs it differentiates (which cost 40 % of the step's speed).
+    model = small_model(assign_start=10)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.build_variables()
+    graph = tf.function(lambda batch: model.compute_gradients(batch)[0]).get_concrete_function(
+        sprite_batch(8)).graph.as_graph_def()
+    nodes = list(graph.node) + [node for function in graph.library.function for node in function.node_def]
+    convs = [layer for layer in model._flatten_layers()
+             if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose))]
+    assert len(convs) == 8
+    assert sum(node.op == "Conv2DBackpropFilter" for node in nodes) == len(convs)
 
 
 def test_d_from_labels_decodes_at_the_labels_after_assign_start_only():

@@ -212,6 +212,50 @@ def test_deconv_decoder_ends_with_the_transposed_conv_to_the_image():
         N.deconv_decoder(4, (28, 28, 1), filters=(4, 4, 4))
 
 
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_replay_gives_the_gradients_of_the_decoder_from_a_stored_pass(policy):
+    # The backward pass through stored layer outputs must equal autodiff through the decoder, in
+    # eager mode and inside tf.function (where the replayed layers' forward ops are pruned).
+    previous = keras.config.dtype_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        keras.utils.set_random_seed(0)
+        model = N.deconv_decoder(8, (16, 16, 1), filters=(4, 3), conv_initializer="he_normal")
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    rng = np.random.default_rng(0)
+    inputs = tf.constant(rng.normal(size=(5, 8)), tf.float32)
+    weights = tf.constant(rng.normal(size=(5, 16, 16, 1)), tf.float32)  # a loss that weighs every pixel
+
+    def gradients(use_replay):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            if use_replay:
+                out = N.replay(model, inputs, N.layer_outputs(model, inputs))
+            else:
+                out = model(inputs)
+            loss = tf.reduce_sum(tf.cast(out, tf.float32) * weights)
+        return [loss] + tape.gradient(loss, [inputs] + model.trainable_variables)
+
+    want = gradients(False)
+    # ReLUs active and inactive, so a wrong mask shows.
+    assert 0.1 < float(np.mean(N.layer_outputs(model, inputs)[0].numpy() > 0)) < 0.9
+    # The same ops on the same stored values, in float32 summed in the same order (1e-5 covers
+    # the order); bfloat16 rounds each product to 8 bits (2^-9 relative): 2e-2 of the largest
+    # entry, while a wrong mask, layer or missing bias moves gradients by order one.
+    tolerance = 1e-5 if policy == "float32" else 2e-2
+    for got in (gradients(True), tf.function(lambda: gradients(True))()):
+        assert len(got) == len(want) and got[1].dtype == want[1].dtype
+        for g, w in zip(got, want):
+            scale = float(tf.reduce_max(tf.abs(tf.cast(w, tf.float32))))
+            np.testing.assert_allclose(np.asarray(tf.cast(g, tf.float32)), np.asarray(tf.cast(w, tf.float32)),
+                                       rtol=tolerance, atol=tolerance * scale)
+    with pytest.raises(ValueError, match="expected 5 layer outputs"):
+        N.replay(model, inputs, N.layer_outputs(model, inputs)[:-1])
+    with pytest.raises(ValueError, match="replays Dense, Conv2DTranspose"):
+        N.replay(N.mlp([(8,)], 4, hidden_units=(3,)), inputs, [])
+
+
 def test_conv_encoder_initializer_and_regularizer_options():
     plain = N.conv_encoder((8, 8, 1), 4, **TINY)
     assert not plain.losses

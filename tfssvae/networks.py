@@ -485,3 +485,93 @@ def deconv_decoder(
         kernel_initializer=conv_initializer, kernel_regularizer=kernel_regularizer, name=f"{name}_output",
     )(h)
     return keras.Model(inputs, outputs, name=name)
+
+
+# ---------------------------------------------------------------------------
+# A decoder's backward pass from a forward pass already made
+# ---------------------------------------------------------------------------
+
+
+def _replay_layers(model):
+    """The layers of a ``deconv_decoder`` after its input, checked to be ones ``replay`` knows."""
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    for layer in layers:
+        known = isinstance(layer, (keras.layers.Dense, keras.layers.Conv2DTranspose, keras.layers.Reshape))
+        activation = getattr(layer, "activation", keras.activations.linear)
+        if not known or activation not in (keras.activations.relu, keras.activations.linear):
+            raise ValueError(f"replay: {model.name} has {type(layer).__name__} {layer.name!r} with activation "
+                             f"{getattr(activation, '__name__', activation)}; it replays Dense, Conv2DTranspose "
+                             f"(ReLU or linear) and Reshape layers only")
+    return layers
+
+
+def layer_outputs(model, inputs):
+    """The output of every layer of a ``deconv_decoder`` on ``inputs`` ``[rows, input_units]``: a
+    list, the last the model's output; what ``replay`` needs for the backward pass."""
+    outputs, h = [], inputs
+    for layer in _replay_layers(model):
+        h = layer(h)
+        outputs.append(h)
+    return outputs
+
+
+def _linear_part(layer, x, kernel, bias):
+    """The layer's output before its activation, in its compute dtype."""
+    x = keras.ops.cast(x, layer.compute_dtype)
+    kernel, bias = keras.ops.cast(kernel, layer.compute_dtype), keras.ops.cast(bias, layer.compute_dtype)
+    if isinstance(layer, keras.layers.Dense):
+        return keras.ops.matmul(x, kernel) + bias
+    return keras.ops.conv_transpose(x, kernel, strides=layer.strides, padding=layer.padding,
+                                    output_padding=layer.output_padding, dilation_rate=layer.dilation_rate,
+                                    data_format=layer.data_format) + bias
+
+
+def replay(model, inputs, outputs):
+    """``model(inputs)`` with gradient, from the layer outputs of a forward pass already made.
+
+    A ``deconv_decoder``'s output is ``outputs[-1]`` (no layer runs again), and its gradient
+    with respect to ``inputs`` and to the model's kernels and biases is the backward pass
+    through the stored ``outputs``: a ReLU's mask is where its stored output is positive,
+    and each layer's weight and input gradients take only its stored input (the forward
+    ops the tape would need are dead code in a ``tf.function`` and pruned).  Used where the
+    forward pass at these rows was made anyway without gradient: CascadeVAE's unaries
+    include the pass at the chosen code.
+
+    Args:
+      model: a ``deconv_decoder`` (Dense, Reshape and ReLU or linear Conv2DTranspose layers).
+      inputs: ``[rows, input_units]``, the tensor gradients flow to (its value must be the one
+        the stored pass was made from).
+      outputs: ``layer_outputs(model, <that value>)``, one tensor per layer.
+
+    Returns:
+      ``outputs[-1]`` ``[rows, height, width, channels]``, differentiable as ``model(inputs)``.
+    """
+    layers = _replay_layers(model)
+    if len(outputs) != len(layers):
+        raise ValueError(f"replay: expected {len(layers)} layer outputs of {model.name}, received {len(outputs)}")
+    weighted = [layer for layer in layers if not isinstance(layer, keras.layers.Reshape)]
+    weights = [tf.convert_to_tensor(w.value) for layer in weighted for w in (layer.kernel, layer.bias)]
+    outputs = [tf.stop_gradient(o) for o in outputs]
+
+    @tf.custom_gradient
+    def forward(x, *weights):
+        def backward(grad):
+            grads, g = {}, grad
+            for i in reversed(range(len(layers))):
+                layer, x_in = layers[i], (x if i == 0 else outputs[i - 1])
+                if isinstance(layer, keras.layers.Reshape):
+                    g = tf.reshape(g, tf.shape(x_in))
+                    continue
+                if layer.activation is keras.activations.relu:  # TF's own ReLU gradient: g where the output > 0
+                    g = tf.raw_ops.ReluGrad(gradients=g, features=outputs[i])
+                j = 2 * weighted.index(layer)
+                kernel, bias = weights[j], weights[j + 1]
+                with tf.GradientTape() as tape:
+                    tape.watch([x_in, kernel, bias])
+                    y = _linear_part(layer, x_in, kernel, bias)
+                g, grads[j], grads[j + 1] = tape.gradient(y, [x_in, kernel, bias], output_gradients=g)
+            return [g] + [grads[j] for j in range(len(weights))]
+
+        return tf.identity(outputs[-1]), backward
+
+    return forward(inputs, *weights)
