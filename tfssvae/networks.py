@@ -18,6 +18,7 @@ from tfssvae import fused
 
 __all__ = [
     "mlp", "conv_encoder", "conv_decoder", "deconv_decoder", "activation_layer", "Softplus", "CodeDense",
+    "layer_outputs", "replay",
 ]
 
 

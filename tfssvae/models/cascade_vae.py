@@ -199,8 +199,8 @@ class CascadeVAE(GenerativeModel):
         return self._unary_pass(x, z)[0]
 
     def _unary_pass(self, x, z):
-        """The unaries ``[batch, K]`` and the decoder body's input and layer outputs of that pass,
-        rows ``i * K + k`` (what ``networks.replay`` needs for the backward pass at the chosen codes)."""
+        """The unaries ``[batch, K]`` and the decoder body's layer outputs of that pass, rows
+        ``i * K + k`` (what ``networks.replay`` needs for the backward pass at the chosen codes)."""
         K = self.discrete_size
         hidden = self.decoder_input.every_code(z)  # [batch, K, dense_units]
         hidden = tf.reshape(hidden, [-1, hidden.shape[-1]])
@@ -208,7 +208,7 @@ class CascadeVAE(GenerativeModel):
         logits = tf.reshape(tf.cast(outputs[-1], tf.float32), [-1, K, int(np.prod(self.data_shape))])
         # x broadcasts over the K codes inside the fused kernel: no K-fold copy of the images.
         pixels = tf.reshape(x, [-1, 1, int(np.prod(self.data_shape))])
-        return -tf.reduce_sum(fused.bernoulli_log_prob(pixels, logits), axis=-1), [hidden] + outputs
+        return -tf.reduce_sum(fused.bernoulli_log_prob(pixels, logits), axis=-1), outputs
 
     def _solve(self, unaries):
         """The batch's optimal code by min-cost flow, on the host (works per replica): int32 [batch]."""
@@ -270,7 +270,7 @@ class CascadeVAE(GenerativeModel):
                 unaries, stored = self._unary_pass(x, tf.stop_gradient(z))
                 d = self._solve(unaries)
                 rows = tf.range(tf.shape(d)[0]) * self.discrete_size + d
-                return [tf.one_hot(d, self.discrete_size)] + [tf.gather(s, rows) for s in stored[1:]]
+                return [tf.one_hot(d, self.discrete_size)] + [tf.gather(s, rows) for s in stored]
 
             def warm_up():  # the zero code, and the decoder's layer outputs at it
                 hidden = self.decoder_input([tf.stop_gradient(z), no_code])
