@@ -11,7 +11,8 @@ minutes (issue 9): stages of 3,000 instead of 20,000 iterations (dimensions reli
 spend 60 % after the last relief; so do these), Adam at 5e-4 so that the fewer steps still
 converge, kept constant (the official staircase, scaled like the stages to x0.3 every
 7,500 iterations, scored lower: RESULTS.md), and bfloat16 matmuls (1.5x the float32 step on this CPU, RESULTS.md).  The
-measured step rates on 2 quiet cores put it at about 32 minutes; the 1/10 schedule (stages
+measured step rates on 2 quiet cores put it at about 27 minutes (32 before the step
+replayed the chosen code's pass); the 1/10 schedule (stages
 of 2,000, 30k iterations, about 22 minutes) left half the budget unused and scored lower
 (FactorVAE 0.674 against 0.764, seed 0; RESULTS.md).  Training
 stops at 45 minutes whatever the machine (``time_limit_minutes``).  Every epoch's
