@@ -347,6 +347,17 @@ def test_export_of_a_run_skips_a_damaged_checkpoint(m2_run, tmp_path):
         export_lib.restore_run(str(model_dir))
 
 
+def test_the_cascade_objective_script_refuses_a_run_of_another_model(m2_run):
+    config, _ = m2_run
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, os.path.join(root, "benchmarks", "cascade_objective.py"),
+                          f"--model_dirs={config.model_dir}", "--samples=16"],
+                         capture_output=True, text=True, timeout=300, cwd=root)
+    assert out.returncode != 0
+    assert f"--model_dirs: {config.model_dir} holds a m2 run, not cascade_vae" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
 def test_eager_serving_methods_refuse_non_finite_inputs():
     from tfssvae import models
 
