@@ -92,11 +92,13 @@ def test_a_partially_supervised_batch_gives_the_per_example_bound():
     np.testing.assert_array_equal(result["supervised"].numpy(), identity_mask | light_mask)
 
 
-def test_the_intrinsic_decoder_renders_its_own_normals_and_albedo():
-    model = tiny_model()
+@pytest.mark.parametrize("style_dim", [2, 0])
+def test_the_intrinsic_decoder_renders_its_own_normals_and_albedo(style_dim):
+    model = tiny_model(style_dim=style_dim)
     rng = np.random.default_rng(0)
-    identity = np.eye(K, dtype=np.float32)[[1, 4, 9]]
-    style = rng.normal(size=(3, 2)).astype(np.float32)
+    # Two one-hot identities and a relaxed one (without a style: a mixture of templates).
+    identity = np.concatenate([np.eye(K)[[1, 4]], rng.dirichlet(np.ones(K), size=1)]).astype(np.float32)
+    style = rng.normal(size=(3, style_dim)).astype(np.float32)
     # The last light is on the horizon, so that about half the normals face away from it.
     lights = np.concatenate([faces.DESIGN_LIGHTS[[0, 21]], [[1.0, 0.0, 0.0]]]).astype(np.float32)
     out = {k: v.numpy() for k, v in model.render(identity, lights, style).items()}
@@ -112,6 +114,60 @@ def test_the_intrinsic_decoder_renders_its_own_normals_and_albedo():
     other = {k: v.numpy() for k, v in model.render(identity, lights[::-1], style).items()}
     np.testing.assert_array_equal(other["normals"], out["normals"])
     assert not np.allclose(other["images"], out["images"])
+
+
+def test_without_a_style_a_one_hot_identity_renders_its_template():
+    """style_dim=0: one decoder pass over the K identities; a row renders its identity's maps."""
+    model = tiny_model(style_dim=0)
+    lights = faces.DESIGN_LIGHTS[[5, 30]].astype(np.float32)
+    out = model.render(np.eye(K, dtype=np.float32)[[3, 17]], lights, np.zeros((2, 0), np.float32))
+    templates = model.decoder_network(tf.eye(K))
+    normals, albedo = model._intrinsic_maps(templates, templates[..., 3:4])
+    # The same maps through a matmul with a one-hot row (exact) and a norm (float32: ~1e-7).
+    np.testing.assert_allclose(out["normals"].numpy(), normals.numpy()[[3, 17]], atol=1e-5)
+    np.testing.assert_allclose(out["albedo"].numpy(), albedo.numpy()[[3, 17]], atol=1e-5)
+    np.testing.assert_allclose(out["images"].numpy(), faces.shade(normals.numpy()[[3, 17]],
+                                                                  albedo.numpy()[[3, 17], ..., 0], lights), atol=1e-6)
+
+
+def test_without_a_style_the_enumerated_bound_is_the_per_example_sum_over_identities():
+    model = tiny_model(style_dim=0, discrete="enumerate", alpha=3.0)
+    identities = np.array([4, 9, 30, 12])
+    lights = faces.DESIGN_LIGHTS[[2, 11, 25, 50]]
+    # Both observed, identity only, light only, neither.
+    identity_mask = np.array([True, True, False, False])
+    light_mask = np.array([True, False, True, False])
+    images = faces.render(identities, lights, noise=0.01, rng=1)
+    batch = {"x": images, "identity": identities.astype(np.int32), "identity_mask": identity_mask,
+             "light": lights, "light_mask": light_mask}
+    result = model.bound_terms(batch)
+    n = len(images)
+    # Rows are K copies of the batch, copy k holding identity k where it is latent; each
+    # copy draws its own light (read back from the trace: the same noise).
+    angles = result["q"].records["light"].value.numpy().reshape(K, n, 2)
+    logits, q_light = model.recognise(tf.constant(images))
+    log_q = tf.nn.log_softmax(logits).numpy().astype(np.float64)
+    light_mean, light_scale = q_light.mean().numpy(), q_light.stddev().numpy()
+    pixel_scale = model.likelihood.scale.numpy()
+    alpha, prior_scale = 3.0, 0.8
+    expected = []
+    for i in range(n):
+        # Under an observed identity every copy holds it, with equal weights.
+        weights = np.full(K, 1.0 / K) if identity_mask[i] else np.exp(log_q[i])
+        values = np.full(K, identities[i]) if identity_mask[i] else np.arange(K)
+        total = 0.0
+        for k in range(K):
+            light = faces_model.angles_to_light(tf.constant(angles[k, i][None])).numpy()
+            mean = model.render(np.eye(K, dtype=np.float32)[[values[k]]], light, np.zeros((1, 0)))["images"]
+            log_likelihood = normal_log_pdf(images[i], mean.numpy()[0], pixel_scale).sum()
+            light_ratio = (normal_log_pdf(angles[k, i], 0.0, prior_scale).sum()
+                           - normal_log_pdf(angles[k, i], light_mean[i], light_scale[i]).sum())
+            total += weights[k] * (log_likelihood - math.log(K) - log_q[i, values[k]] + light_ratio)
+        observed = (identity_mask[i] * log_q[i, identities[i]]
+                    + light_mask[i] * normal_log_pdf(angles[0, i], light_mean[i], light_scale[i]).sum())
+        expected.append(total + (1 + alpha) * observed)
+    # As in the relaxed bound's test: ~1e4-nat float32 sums, 1e-5 relative.
+    np.testing.assert_allclose(result["bound"].numpy(), expected, rtol=1e-5, atol=1e-2)
 
 
 def test_the_dome_mean_shape_is_the_intrinsic_normals_where_the_network_adds_nothing():
@@ -321,7 +377,7 @@ def test_a_supervision_fraction_outside_0_1_is_refused(fraction):
 
 def test_bad_model_options_and_runs_are_value_errors():
     for options, match in [(dict(decoder="mesh"), "decoder: expected one of"), (dict(discrete="x"), "discrete"),
-                           (dict(light_prior_scale=0.0), "light_prior_scale"), (dict(style_dim=0), "style_dim"),
+                           (dict(light_prior_scale=0.0), "light_prior_scale"), (dict(dream_weight=-1.0), "dream_weight"), (dict(style_dim=-1), "style_dim"),
                            (dict(mean_shape="cube"), "mean_shape: expected one of"),
                            (dict(identity_marginal_weight=-1.0), "identity_marginal_weight: expected a non-negative")]:
         with pytest.raises(ValueError, match=match):
@@ -344,11 +400,13 @@ def test_enumerated_identities_and_the_plain_decoder_train():
         assert all(np.isfinite(float(v)) for v in logs.values()), options
 
 
-def test_the_supervised_warmup_trains_the_encoders_alone_then_everything():
+@pytest.mark.parametrize("dream_weight", [0.0, 5.0])
+def test_the_supervised_warmup_trains_the_encoders_alone_then_everything(dream_weight):
     batch = {"x": IMAGES, "identity": np.array([0, 1], np.int32), "identity_mask": np.array([True, False]),
              "light": faces.DESIGN_LIGHTS[[0, 5]], "light_mask": np.array([False, True])}
     tf.keras.utils.set_random_seed(0)
-    model = tiny_model(supervised_warmup=2)
+    # Dreams come from the decoder, untrained during the warm-up: they start after it.
+    model = tiny_model(supervised_warmup=2, dream_weight=dream_weight)
     model.compile(optimizer=fused.Adam(1e-3))
     model.build_variables()
     networks = {"identity": model.identity_encoder, "light": model.light_encoder,
@@ -373,6 +431,46 @@ def test_the_supervised_warmup_trains_the_encoders_alone_then_everything():
     assert all(moved.values()), moved
     with pytest.raises(ValueError, match="supervised_warmup: expected a number of steps >= 0, received -1"):
         tiny_model(supervised_warmup=-1)
+
+
+def test_dreams_train_the_identity_and_light_encoders_to_read_the_decoders_renders():
+    tf.keras.utils.set_random_seed(0)
+    model = tiny_model(dream_weight=1.0)
+    model.build_variables()
+    encoders = model.identity_encoder.trainable_weights + model.light_encoder.trainable_weights
+    others = (model.style_encoder.trainable_weights + model.decoder_network.trainable_weights
+              + model.likelihood.trainable_weights)
+    with tf.GradientTape() as tape:
+        loss = model.dream_loss(16)
+    gradients = tape.gradient(loss, encoders + others)
+    # Only q(identity, light | x) learns from dreams: the decoder draws them, it is not fitted to them.
+    assert all(g is not None for g in gradients[:len(encoders)])
+    assert all(g is None for g in gradients[len(encoders):])
+    # Trained on dreams alone, the identity encoder reads the identity of fresh ones (38
+    # classes: chance is 2.6 %).  At initialisation the decoder's identities differ by 2e-4
+    # a pixel; its kernels times 3 make that 0.06 (measured), and the likelihood's scale
+    # 0.01 keeps the dreams' noise below it: identities a trained decoder would tell apart.
+    for weight in model.decoder_network.trainable_weights:
+        if len(weight.shape) > 1:
+            weight.assign(3.0 * weight)
+    model.likelihood.raw_scale.assign(tf.fill(model.likelihood.raw_scale.shape, -5.0))  # softplus: 0.007
+    optimizer = tf.keras.optimizers.Adam(3e-3)
+
+    @tf.function
+    def train():
+        with tf.GradientTape() as tape:
+            loss = model.dream_loss(64)
+        optimizer.apply_gradients(zip(tape.gradient(loss, encoders), encoders))
+        return loss
+
+    first = float(train())
+    for _ in range(300):  # noise-free renders: the identity's cross-entropy 2.9 after 100 steps, 0.6 after 200
+        last = float(train())
+    identities = np.arange(K) % K
+    lights = faces.DESIGN_LIGHTS[np.arange(K) % len(faces.DESIGN_LIGHTS)].astype(np.float32)
+    dreams = model.render(np.eye(K, dtype=np.float32), lights, np.zeros((K, 2), np.float32))["images"]
+    read = np.argmax(model.recognise(dreams)[0].numpy(), axis=-1)
+    assert last < first and np.mean(read == identities) > 0.5, (first, last, np.mean(read == identities))
 
 
 def test_marginal_kl_is_the_batch_marginal_against_uniform():

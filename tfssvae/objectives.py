@@ -147,7 +147,7 @@ def masked_mean(values, mask):
 VARIANTS = ("weighted", "iw")
 
 
-def _tile_rows(tensor, copies):
+def tile_rows(tensor, copies):
     """``[batch, ...]`` -> ``[copies * batch, ...]``, row ``c * batch + b`` holding example b."""
     tensor = tf.convert_to_tensor(tensor)
     return tf.tile(tensor, tf.concat([[copies], tf.ones([tf.rank(tensor) - 1], tf.int32)], axis=0))
@@ -240,14 +240,14 @@ def partially_supervised_bound(encode, decode, x, supervision=None, num_samples=
     for name, (value, mask) in supervision.items():
         if tf.convert_to_tensor(mask).shape.rank != 1:
             raise ValueError(f"mask of {name!r}: expected shape [batch], received {tf.convert_to_tensor(mask).shape}")
-    rows = {name: (_tile_rows(value, copies), _tile_rows(mask, copies)) for name, (value, mask) in supervision.items()}
+    rows = {name: (tile_rows(value, copies), tile_rows(mask, copies)) for name, (value, mask) in supervision.items()}
     enumeration = None
     if enumerate:
         # Copy c = k * S + s holds value k of the enumerated variable.
         enumeration = (enumerate[0], tf.repeat(tf.range(values), samples * batch))
 
     q = graph.Trace(supervision=rows, temperature=temperature, enumeration=enumeration)
-    x_rows = _tile_rows(x, copies)
+    x_rows = tile_rows(x, copies)
     encode(q, x_rows)
     for name in supervision:
         if name not in q:

@@ -57,7 +57,9 @@ def get_config(variant=None):
                    mean_shape="dome",  # "flat" or "dome"
                    # Weight of KL(batch mean of q(identity | x) || uniform) beyond the bound:
                    # asks q to use every identity (0: the bound alone).
-                   identity_marginal_weight=0.0),
+                   identity_marginal_weight=0.0,
+                   # Weight of the sleep phase: q trained on the decoder's own renders (0: none).
+                   dream_weight=0.0),
         dataset="faces",
         batch_size=64,
         learning_rate=1e-3,

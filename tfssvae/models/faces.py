@@ -193,6 +193,11 @@ class FacesModel(GenerativeModel):
         term once, inside its per-example KL (Hoffman & Johnson's "ELBO surgery"), and it
         is what asks for every identity to be used; with few labels q left half the
         identities unused (RESULTS.md, issue 12).  0: the bound alone.
+      dream_weight: weight of the sleep-phase term (``dream_loss``): after the supervised
+        warm-up, q(identity, light | x) is also trained on images the decoder renders
+        from the prior, ``-dream_weight * mean log q(identity, light | dream)``.  With few
+        labels q must recognise an identity under lights it has no labelled image of; the
+        decoder can show it every identity under every light (0: no dreams).
     """
 
     loss_names = ("loss", "reconstruction", "kl_style", "classification", "light_angle")
@@ -200,7 +205,8 @@ class FacesModel(GenerativeModel):
     def __init__(self, input_shape, num_classes, style_dim=4, decoder="intrinsic", filters=(16, 32, 32, 64),
                  dense_units=128, decoder_filters=(32, 32, 16), alpha=10.0, light_prior_scale=0.8,
                  discrete="relax", temperature=0.66, num_samples=1, variant="weighted", initial_pixel_scale=0.1,
-                 supervised_warmup=0, mean_shape="flat", identity_marginal_weight=0.0, **kwargs):
+                 supervised_warmup=0, mean_shape="flat", identity_marginal_weight=0.0, dream_weight=0.0,
+                 **kwargs):
         super().__init__(input_shape, num_classes, **kwargs)
         if decoder not in DECODERS:
             raise ValueError(f"decoder: expected one of {DECODERS}, received {decoder!r}")
@@ -210,12 +216,14 @@ class FacesModel(GenerativeModel):
             raise ValueError(f"discrete: expected one of {DISCRETE}, received {discrete!r}")
         if variant not in objectives.VARIANTS:
             raise ValueError(f"variant: expected one of {objectives.VARIANTS}, received {variant!r}")
-        if int(style_dim) < 1:
-            raise ValueError(f"style_dim: expected a positive integer, received {style_dim}")
+        if int(style_dim) < 0:
+            raise ValueError(f"style_dim: expected an integer >= 0 (0: no style), received {style_dim}")
         if int(num_samples) < 1:
             raise ValueError(f"num_samples: expected S >= 1, received {num_samples}")
         if not alpha >= 0:
             raise ValueError(f"alpha: expected a non-negative weight, received {alpha}")
+        if not dream_weight >= 0:
+            raise ValueError(f"dream_weight: expected a non-negative weight, received {dream_weight}")
         if not identity_marginal_weight >= 0:
             raise ValueError(f"identity_marginal_weight: expected a non-negative weight, received "
                              f"{identity_marginal_weight}")
@@ -232,7 +240,7 @@ class FacesModel(GenerativeModel):
             light_prior_scale=float(light_prior_scale), discrete=discrete, temperature=float(temperature),
             num_samples=int(num_samples), variant=variant, initial_pixel_scale=float(initial_pixel_scale),
             supervised_warmup=int(supervised_warmup), mean_shape=mean_shape,
-            identity_marginal_weight=float(identity_marginal_weight))
+            identity_marginal_weight=float(identity_marginal_weight), dream_weight=float(dream_weight))
         self.style_dim, self.decoder = int(style_dim), decoder
         K, d = self.num_classes, self.style_dim
         conv = dict(filters=tuple(filters), dense_units=int(dense_units))
@@ -244,11 +252,12 @@ class FacesModel(GenerativeModel):
         self.identity_encoder = networks.conv_encoder(self.data_shape, K, name="identity_encoder", **conv)
         self.light_encoder = networks.conv_encoder(
             self.data_shape, distributions.DiagonalNormal.params_size(2), name="light_encoder", **conv)
-        self.style_encoder = networks.conv_encoder(
-            self.data_shape, distributions.DiagonalNormal.params_size(d), extra_input_shapes=[(K,), (3,)],
-            name="style_encoder", **conv)
         self.light_posterior = distributions.DiagonalNormal(2, name="q_light")
-        self.style_posterior = distributions.DiagonalNormal(d, name="q_style")
+        if d:
+            self.style_encoder = networks.conv_encoder(
+                self.data_shape, distributions.DiagonalNormal.params_size(d), extra_input_shapes=[(K,), (3,)],
+                name="style_encoder", **conv)
+            self.style_posterior = distributions.DiagonalNormal(d, name="q_style")
         if decoder == "intrinsic":
             # 4 maps a pixel: three for the normal, one for the albedo.
             self.decoder_network = networks.deconv_decoder(
@@ -271,8 +280,13 @@ class FacesModel(GenerativeModel):
 
     def recognise(self, x, training=False):
         """``x`` [batch, 64, 64, 1] -> identity logits [batch, K] and q(light | x) over [batch, 2] angles."""
-        logits = tf.cast(self.identity_encoder(x, training=training), tf.float32)
-        return logits, self.light_posterior(self.light_encoder(x, training=training))
+        logits, light_parameters = self._encoder_outputs(x, training)
+        return logits, self.light_posterior(light_parameters)
+
+    def _encoder_outputs(self, x, training=False):
+        """``x`` [batch, 64, 64, 1] -> identity logits [batch, K] and q(light | x)'s parameters [batch, 4]."""
+        return (tf.cast(self.identity_encoder(x, training=training), tf.float32),
+                self.light_encoder(x, training=training))
 
     def q_style(self, x, identity, light, training=False):
         """q(style | x, identity, light): ``identity`` [batch, K] (one-hot or relaxed), ``light`` [batch, 3]."""
@@ -281,6 +295,15 @@ class FacesModel(GenerativeModel):
     def render(self, identity, light, style, training=False):
         """The decoder: image means from ``identity`` [batch, K], ``light`` [batch, 3] unit vectors and
         ``style`` [batch, style_dim].
+
+        Without a style (``style_dim=0``) the intrinsic decoder's normals and albedo are the
+        identity's alone: one decoder pass over the K one-hot identities gives K templates,
+        each an albedo-scaled normal map ``b = albedo * normal``, and a row's ``b`` is its
+        identity weights times the templates' (exact for a one-hot identity; for a relaxed
+        one, a mixture whose direction is the row's normal and whose length its albedo), so
+        that the image ``max(0, b . light)`` is still the Lambertian formula.  Summing the
+        identity out (``discrete="enumerate"``) then costs K decoder passes a batch, not K
+        an example: the light enters only through the formula.
 
         Returns:
           dict: ``images`` [batch, 64, 64, 1]; for the intrinsic decoder also ``normals``
@@ -292,41 +315,62 @@ class FacesModel(GenerativeModel):
         if self.decoder == "plain":
             out = tf.cast(self.decoder_network(tf.concat([identity, light, style], -1), training=training), tf.float32)
             return {"images": tf.sigmoid(out)}
-        out = tf.cast(self.decoder_network(tf.concat([identity, style], -1), training=training), tf.float32)
-        # The albedo is the identity's alone: the decoder's albedo map at style 0 (a second
-        # pass).  With the albedo read from (identity, style) the style learned each image's
-        # shading and painted it into the albedo, leaving the normals flat, so the light
-        # explained only brightness and relit faces had no shadows (10 % supervision, 3,000
-        # steps); with it from the identity alone the normals came out close to the true
-        # ones at the same budget and lighting error (RESULTS.md, issue 12).
-        albedo_logits = tf.cast(self.decoder_network(tf.concat([identity, tf.zeros_like(style)], -1),
-                                                     training=training), tf.float32)[..., 3:4]
+        if self.style_dim:
+            out = tf.cast(self.decoder_network(tf.concat([identity, style], -1), training=training), tf.float32)
+            # The albedo is the identity's alone: the decoder's albedo map at style 0 (a second
+            # pass).  With the albedo read from (identity, style) the style learned each image's
+            # shading and painted it into the albedo, leaving the normals flat, so the light
+            # explained only brightness and relit faces had no shadows (10 % supervision, 3,000
+            # steps); with it from the identity alone the normals came out close to the true
+            # ones at the same budget and lighting error (RESULTS.md, issue 12).
+            albedo_logits = tf.cast(self.decoder_network(tf.concat([identity, tf.zeros_like(style)], -1),
+                                                         training=training), tf.float32)[..., 3:4]
+        else:
+            K = self.num_classes
+            templates = tf.cast(self.decoder_network(tf.eye(K), training=training), tf.float32)  # [K, H, W, 4]
+            maps = self._intrinsic_maps(templates, templates[..., 3:4])
+            scaled = tf.reshape(tf.matmul(identity, tf.reshape(maps[0] * maps[1], [K, -1])),
+                                tf.concat([tf.shape(identity)[:1], tf.shape(maps[0])[1:]], 0))  # b [rows, H, W, 3]
+            albedo = tf.norm(scaled, axis=-1, keepdims=True)
+            image = tf.nn.relu(tf.einsum("bhwc,bc->bhw", scaled, light))[..., None]
+            return {"images": image, "normals": scaled / tf.maximum(albedo, 1e-12), "albedo": albedo}
+        normals, albedo = self._intrinsic_maps(out, albedo_logits)
+        return {"images": lambertian(normals, albedo, light), "normals": normals, "albedo": albedo}
+
+    def _intrinsic_maps(self, out, albedo_logits):
+        """The decoder's output ``[rows, H, W, 4]`` (its first 3 maps used) and the albedo's
+        logits ``[rows, H, W, 1]`` -> unit normals ``[rows, H, W, 3]`` and albedo in (0, 1)."""
         # The floor keeps z (and so the norm) away from 0: every normal faces the camera.
         # The network's x and y are offsets from the mean shape's normal (its slopes times z).
         z = tf.nn.softplus(out[..., 2:3]) + 1e-3
         raw = tf.concat([out[..., :2] + self.mean_slopes * z, z], -1)
-        normals = raw / tf.norm(raw, axis=-1, keepdims=True)
-        albedo = tf.sigmoid(albedo_logits)
-        return {"images": lambertian(normals, albedo, light), "normals": normals, "albedo": albedo}
+        return raw / tf.norm(raw, axis=-1, keepdims=True), tf.sigmoid(albedo_logits)
 
     def light_prior(self, rows):
         return tfd.Independent(tfd.Normal(tf.zeros([rows, 2]), self._config["light_prior_scale"]), 1)
 
     # --- the graph --------------------------------------------------------------------
 
-    def encode_graph(self, q, x, training=False):
-        """q(identity | x), q(light | x), then q(style | x, identity, light)."""
-        logits, q_light = self.recognise(x, training)
+    def encode_graph(self, q, x, training=False, encoder_outputs=None):
+        """q(identity | x), q(light | x), then q(style | x, identity, light) (if ``style_dim``).
+
+        ``encoder_outputs``: the identity and light encoders' outputs for ``x``'s rows, if
+        already computed (``_encoder_outputs``); None: computed here.
+        """
+        logits, light_parameters = encoder_outputs or self._encoder_outputs(x, training)
         identity = q.discrete("identity", logits)
-        angles = q.variable("light", q_light)
-        q.variable("style", self.q_style(x, identity, angles_to_light(angles), training))
+        angles = q.variable("light", self.light_posterior(light_parameters))
+        if self.style_dim:
+            q.variable("style", self.q_style(x, identity, angles_to_light(angles), training))
 
     def decode_graph(self, p, x, training=False):
         """p(identity) uniform, p(light) = N(0, light_prior_scale^2 I), p(style) = N(0, I), p(x | ...)."""
         rows = tf.shape(x)[0]
         identity = p.discrete("identity", tf.zeros([rows, self.num_classes]))
         angles = p.variable("light", self.light_prior(rows))
-        style = p.variable("style", tfd.Independent(tfd.Normal(tf.zeros([rows, self.style_dim]), 1.0), 1))
+        style = tf.zeros([rows, 0])
+        if self.style_dim:
+            style = p.variable("style", tfd.Independent(tfd.Normal(tf.zeros([rows, self.style_dim]), 1.0), 1))
         mean = self.render(identity, angles_to_light(angles), style, training)["images"]
         p.observe("x", self.likelihood(mean), x)
 
@@ -338,8 +382,16 @@ class FacesModel(GenerativeModel):
             "light": (light_to_angles(batch["light"]), tf.cast(batch["light_mask"], tf.bool)),
         }
         options = self._config
+        # The identity and light encoders read each example once; the objective's copies of
+        # the batch (samples, enumerated identities) share their outputs.
+        outputs = self._encoder_outputs(x, training)
+
+        def encode(q, rows):
+            copies = tf.shape(rows)[0] // tf.shape(x)[0]
+            self.encode_graph(q, rows, training, [objectives.tile_rows(t, copies) for t in outputs])
+
         return objectives.partially_supervised_bound(
-            lambda q, x: self.encode_graph(q, x, training), lambda p, x: self.decode_graph(p, x, training), x,
+            encode, lambda p, x: self.decode_graph(p, x, training), x,
             supervision=supervision, num_samples=options["num_samples"], alpha=options["alpha"],
             variant=options["variant"], temperature=options["temperature"],
             enumerate=("identity", self.num_classes) if options["discrete"] == "enumerate" else None)
@@ -353,17 +405,24 @@ class FacesModel(GenerativeModel):
         estimate = angles_to_light(q.records["light"].distribution.mean()[:batch_size])
         cosine = tf.reduce_sum(estimate * tf.cast(batch["light"], tf.float32), axis=-1)
         angle = tf.acos(tf.clip_by_value(cosine, -1.0, 1.0)) * (180.0 / math.pi)
-        style = q.records["style"]
-        kl_style = tfd.kl_divergence(style.distribution, tfd.Independent(
-            tfd.Normal(tf.zeros_like(style.value), 1.0), 1))
+        kl_style = tf.zeros([batch_size])
+        if self.style_dim:
+            style = q.records["style"]
+            kl_style = tfd.kl_divergence(style.distribution, tfd.Independent(
+                tfd.Normal(tf.zeros_like(style.value), 1.0), 1))
         loss = -tf.reduce_mean(result["bound"])
         if self._config["identity_marginal_weight"]:
             loss += self._config["identity_marginal_weight"] * marginal_kl(logits)
         warmup = self._config["supervised_warmup"]
-        if training and warmup and getattr(self, "optimizer", None) is not None:
+        step = getattr(getattr(self, "optimizer", None), "iterations", None)
+        if training and self._config["dream_weight"]:
+            # The decoder is untrained during the warm-up: no dreams before it ends.
+            dreams = self._config["dream_weight"] * self.dream_loss(batch_size)
+            loss += dreams if step is None else tf.where(step >= warmup, dreams, 0.0)
+        if training and warmup and step is not None:
             # classification is 0 where nothing is observed: the unsupervised examples drop out.
             supervised = -(1.0 + self._config["alpha"]) * tf.reduce_mean(result["classification"])
-            loss = tf.where(self.optimizer.iterations < warmup, supervised, loss)
+            loss = tf.where(step < warmup, supervised, loss)
         losses = {
             "loss": loss,
             "reconstruction": -tf.reduce_mean(result["log_likelihood"]),
@@ -373,6 +432,23 @@ class FacesModel(GenerativeModel):
             "light_angle": objectives.masked_mean(angle, batch["light_mask"]),
         }
         return losses, tf.nn.softmax(logits)
+
+    def dream_loss(self, rows):
+        """The sleep phase: ``-mean log q(identity, light | x)`` over ``rows`` dreams, a scalar.
+
+        A dream draws an identity from p(identity), a light from p(light) and a style from
+        p(style), renders the decoder's image and draws it from the likelihood; nothing of
+        it carries a gradient to the decoder (only the encoders learn from dreams).
+        """
+        identities = tf.random.uniform([rows], 0, self.num_classes, tf.int32)
+        angles = self.light_prior(rows).sample()
+        style = tf.random.normal([rows, self.style_dim])
+        mean = self.render(tf.one_hot(identities, self.num_classes), angles_to_light(angles), style, True)["images"]
+        dreams = tf.stop_gradient(self.likelihood(mean).sample())
+        logits, q_light = self.recognise(dreams, training=True)
+        log_q = (-tf.nn.sparse_softmax_cross_entropy_with_logits(labels=identities, logits=logits)
+                 + q_light.log_prob(angles))
+        return -tf.reduce_mean(log_q)
 
     def _update_trackers(self, losses, probabilities, batch):
         # The identity error is measured where the identity is observed.
@@ -428,12 +504,14 @@ class FacesModel(GenerativeModel):
         logits, q_light = self.recognise(images)
         probabilities = tf.nn.softmax(logits)
         light = angles_to_light(q_light.mean())
-        q_style = self.q_style(images, probabilities, light)
+        style = style_scale = tf.zeros([tf.shape(images)[0], 0])
+        if self.style_dim:
+            q_style = self.q_style(images, probabilities, light)
+            style, style_scale = q_style.mean(), q_style.stddev()
         degrees = 180.0 / math.pi
         return {"identity_probabilities": probabilities, "identity": tf.argmax(probabilities, axis=-1),
                 "light": light, "light_angles": q_light.mean() * degrees,
-                "light_angles_scale": q_light.stddev() * degrees,
-                "style": q_style.mean(), "style_scale": q_style.stddev()}
+                "light_angles_scale": q_light.stddev() * degrees, "style": style, "style_scale": style_scale}
 
     def relight(self, images, lights):
         """``images`` [batch, 64, 64, 1] seen under ``lights`` [batch, 3] (unit, z >= 0).
